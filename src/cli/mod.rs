@@ -1,0 +1,74 @@
+//! The command line: parse arguments, run a command, turn its outcome into an exit code.
+//! This is the only layer that prints for humans.
+
+mod graph;
+pub mod lint;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stepwise",
+    version,
+    about = "A durable workflow engine: YAML workflows that never lose a step."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check workflow definitions and report every problem with its line and column.
+    Lint(lint::LintArgs),
+    /// Print the JSON Schema of the definition format (for editors such as yaml-language-server).
+    Schema,
+    /// Print a workflow's step graph as Mermaid or Graphviz DOT.
+    Graph(graph::GraphArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LintFormat {
+    Human,
+    Json,
+    Github,
+}
+
+/// How a command ended, as the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The command ran and found problems (lint errors, a failed run).
+    Failed,
+    /// The command could not run (bad arguments, unreadable files).
+    CouldNotRun,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Ok => ExitCode::SUCCESS,
+            Outcome::Failed => ExitCode::from(1),
+            Outcome::CouldNotRun => ExitCode::from(2),
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Lint(args) => lint::run(&args),
+        Command::Schema => {
+            print!("{}", crate::validate::schema::WORKFLOW_SCHEMA);
+            Outcome::Ok
+        }
+        Command::Graph(args) => graph::run(&args),
+    }
+}
+
+/// Whether stderr gets colours: a terminal, and `NO_COLOR` unset.
+pub(crate) fn stderr_color() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}

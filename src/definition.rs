@@ -1,0 +1,207 @@
+//! The typed model of a workflow definition, read leniently from the YAML's JSON form.
+//!
+//! Reading never fails: a step whose shape is wrong is kept as [`StepKind::Invalid`] (the
+//! structural schema check reports why), so the semantic checks still see every step id and
+//! can report all problems of a file in one pass.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::yaml::pointer_push;
+
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub id: String,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    /// JSON Schema of the run input.
+    pub input: Option<Value>,
+    /// JSON Schema of the run result.
+    pub output: Option<Value>,
+    /// Template mapping that builds the result.
+    pub result: Option<Value>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    /// JSON Pointer of the step in the document, e.g. `/steps/2`.
+    pub pointer: String,
+    pub name: Option<String>,
+    /// `None`: depends on the previous step. `Some(vec![])`: a root.
+    pub needs: Option<Vec<String>>,
+    pub when: Option<When>,
+    pub retry: Option<Retry>,
+    pub timeout: Option<String>,
+    pub kind: StepKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum When {
+    Always(bool),
+    Expr(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Retry {
+    Attempts(u32),
+    Policy(RetryPolicy),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct RetryPolicy {
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<Backoff>,
+    pub initial_delay: Option<String>,
+    pub max_delay: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    Exponential,
+    Fixed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    Action(ActionStep),
+    Agent(AgentStep),
+    Approval(ApprovalStep),
+    Wait(WaitStep),
+    ExternalEvent(ExternalEventStep),
+    /// The step's shape did not match its type; the schema check says why.
+    Invalid,
+}
+
+impl StepKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StepKind::Action(_) => "action",
+            StepKind::Agent(_) => "agent",
+            StepKind::Approval(_) => "approval",
+            StepKind::Wait(_) => "wait",
+            StepKind::ExternalEvent(_) => "external_event",
+            StepKind::Invalid => "invalid",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ActionStep {
+    pub uses: String,
+    #[serde(default)]
+    pub with: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AgentStep {
+    pub prompt: String,
+    pub system: Option<String>,
+    pub model: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub output: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ApprovalStep {
+    pub message: String,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WaitStep {
+    pub duration: Option<String>,
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ExternalEventStep {
+    pub signal: String,
+    pub schema: Option<Value>,
+}
+
+impl Definition {
+    /// Read the model out of a document's JSON form, keeping whatever is well-formed.
+    pub fn from_value(doc: &Value) -> Definition {
+        let str_field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let version = match doc.get("version") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let steps = match doc.get("steps") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| Step::from_value(item, pointer_push("/steps", &i.to_string())))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Definition {
+            id: str_field(doc, "id").unwrap_or_default(),
+            version,
+            description: str_field(doc, "description"),
+            input: doc.get("input").cloned(),
+            output: doc.get("output").cloned(),
+            result: doc.get("result").cloned(),
+            steps,
+        }
+    }
+
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+}
+
+impl Step {
+    fn from_value(v: &Value, pointer: String) -> Step {
+        let id = v
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let needs = match v.get("needs") {
+            Some(Value::String(s)) => Some(vec![s.clone()]),
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let kind = match v.get("type").and_then(Value::as_str) {
+            Some("action") => decode(v).map(StepKind::Action),
+            Some("agent") => decode(v).map(StepKind::Agent),
+            Some("approval") => decode(v).map(StepKind::Approval),
+            Some("wait") => decode(v).map(StepKind::Wait),
+            Some("external_event") => decode(v).map(StepKind::ExternalEvent),
+            _ => None,
+        }
+        .unwrap_or(StepKind::Invalid);
+        Step {
+            id,
+            pointer,
+            name: v.get("name").and_then(Value::as_str).map(str::to_string),
+            needs,
+            when: v.get("when").and_then(decode),
+            retry: v.get("retry").and_then(decode),
+            timeout: v.get("timeout").and_then(Value::as_str).map(str::to_string),
+            kind,
+        }
+    }
+
+    /// Pointer of one of this step's fields.
+    pub fn field(&self, name: &str) -> String {
+        pointer_push(&self.pointer, name)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> Option<T> {
+    T::deserialize(v).ok()
+}

@@ -1,0 +1,13 @@
+//! stepwise: a durable workflow engine. Modules in data-flow order: YAML with spans →
+//! validation (diagnostics) → definition model → compiled plan.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod builtins;
+pub mod cli;
+pub mod compile;
+pub mod definition;
+pub mod diagnostics;
+pub mod duration;
+pub mod template;
+pub mod validate;
+pub mod yaml;

@@ -1,0 +1,82 @@
+//! Lint: a source file in, every diagnostic out, and the definition when it has no errors.
+//!
+//! Each pass runs even when an earlier one found errors, so an author sees all problems of a
+//! file at once; passes that need a well-formed piece skip only that piece.
+
+mod dataflow;
+pub mod schema;
+mod semantic;
+
+use serde_json::Value;
+
+use crate::definition::Definition;
+use crate::diagnostics::{Code, Diagnostic, SourceFile};
+use crate::yaml;
+
+/// The outcome of linting one file.
+#[derive(Debug)]
+pub struct Lint {
+    pub diagnostics: Vec<Diagnostic>,
+    /// The definition, when the file has no errors (warnings allowed).
+    pub definition: Option<Definition>,
+}
+
+impl Lint {
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.diagnostics.len() - self.errors()
+    }
+}
+
+/// Lint one file's text.
+pub fn lint(file: &SourceFile) -> Lint {
+    let doc = match yaml::parse(file) {
+        Ok(doc) => doc,
+        Err(d) => {
+            return Lint {
+                diagnostics: vec![d],
+                definition: None,
+            };
+        }
+    };
+    lint_document(&doc.value, &doc.spans, &file.text)
+}
+
+/// Lint a definition given as JSON (e.g. an API body): spans are empty, messages still name
+/// the field by its path.
+pub fn lint_value(value: &Value) -> Lint {
+    lint_document(value, &yaml::SpanIndex::default(), "")
+}
+
+fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
+    if !value.is_object() {
+        return Lint {
+            diagnostics: vec![
+                Diagnostic::new(
+                    Code::NotAMapping,
+                    spans.value(""),
+                    format!(
+                        "a workflow definition is a mapping with `id` and `steps`, but this is {}",
+                        schema::json_kind(value)
+                    ),
+                )
+                .with_label("expected a mapping"),
+            ],
+            definition: None,
+        };
+    }
+    let mut diagnostics = schema::check(value, spans);
+    let def = Definition::from_value(value);
+    semantic::check(&def, spans, &mut diagnostics);
+    dataflow::check(&def, spans, text, &mut diagnostics);
+    diagnostics.sort_by_key(|d| (d.span.start, d.code.as_str()));
+    diagnostics.dedup();
+    let has_errors = diagnostics.iter().any(Diagnostic::is_error);
+    Lint {
+        diagnostics,
+        definition: (!has_errors).then_some(def),
+    }
+}

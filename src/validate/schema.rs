@@ -1,0 +1,277 @@
+//! Structural validation: `schemas/workflow.schema.json`, errors mapped to YAML spans.
+
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{JsonType, Validator};
+use serde_json::Value;
+
+use crate::diagnostics::{Code, Diagnostic, did_you_mean};
+use crate::yaml::{SpanIndex, pointer_push};
+
+/// The definition format's JSON Schema, as shipped in `schemas/`.
+pub const WORKFLOW_SCHEMA: &str = include_str!("../../schemas/workflow.schema.json");
+
+pub const TOP_FIELDS: &[&str] = &[
+    "$schema",
+    "id",
+    "version",
+    "description",
+    "input",
+    "output",
+    "result",
+    "steps",
+];
+pub const STEP_FIELDS: &[&str] = &[
+    "id",
+    "type",
+    "name",
+    "description",
+    "needs",
+    "when",
+    "retry",
+    "timeout",
+];
+pub const STEP_TYPES: &[&str] = &["action", "agent", "approval", "wait", "external_event"];
+
+/// Fields a step of `type` may have beyond the common ones.
+pub fn type_fields(step_type: &str) -> &'static [&'static str] {
+    match step_type {
+        "action" => &["uses", "with"],
+        "agent" => &[
+            "prompt",
+            "system",
+            "model",
+            "temperature",
+            "max_tokens",
+            "output",
+        ],
+        "approval" => &["message", "options"],
+        "wait" => &["duration", "until"],
+        "external_event" => &["signal", "schema"],
+        _ => &[],
+    }
+}
+
+fn validator() -> Option<&'static Validator> {
+    static V: OnceLock<Option<Validator>> = OnceLock::new();
+    V.get_or_init(|| {
+        let schema: Value = serde_json::from_str(WORKFLOW_SCHEMA).ok()?;
+        jsonschema::options()
+            .should_validate_formats(false)
+            .build(&schema)
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Check `doc` against the definition schema; every violation becomes a diagnostic.
+pub fn check(doc: &Value, spans: &SpanIndex) -> Vec<Diagnostic> {
+    let Some(validator) = validator() else {
+        return vec![Diagnostic::new(
+            Code::Schema,
+            Default::default(),
+            "internal error: the bundled workflow schema does not compile",
+        )];
+    };
+    let mut out = Vec::new();
+    let mut bad_type_steps = Vec::new();
+    let errors: Vec<_> = validator.iter_errors(doc).collect();
+    for e in &errors {
+        let path = e.instance_path().as_str();
+        if path.ends_with("/type") && matches!(e.kind(), ValidationErrorKind::Enum { .. }) {
+            bad_type_steps.push(path.trim_end_matches("/type").to_string());
+        }
+    }
+    for e in &errors {
+        let path = e.instance_path().as_str().to_string();
+        match e.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected }
+            | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+                if bad_type_steps.contains(&path) {
+                    continue;
+                }
+                let (allowed, what) = allowed_fields(doc, &path);
+                // A failed `then` branch leaves its own fields "unevaluated"; those are reported
+                // by the branch's error, not as unknown.
+                for name in unexpected.iter().filter(|n| !allowed.contains(&n.as_str())) {
+                    let field = pointer_push(&path, name);
+                    out.push(
+                        Diagnostic::new(
+                            Code::UnknownField,
+                            spans.key(&field),
+                            format!("unknown field `{name}`{what}"),
+                        )
+                        .with_label("not a known field")
+                        .with_help_opt(
+                            did_you_mean(name, allowed.iter().copied()).or_else(|| {
+                                (!allowed.is_empty())
+                                    .then(|| format!("known fields: {}", allowed.join(", ")))
+                            }),
+                        ),
+                    );
+                }
+            }
+            ValidationErrorKind::Required { property } => {
+                let name = property.as_str().unwrap_or_default();
+                let (_, what) = allowed_fields(doc, &path);
+                let span = if path.is_empty() {
+                    Default::default()
+                } else {
+                    spans.value(&path)
+                };
+                out.push(
+                    Diagnostic::new(
+                        Code::MissingField,
+                        span,
+                        format!("missing field `{name}`{what}"),
+                    )
+                    .with_label(format!("`{name}` is required here")),
+                );
+            }
+            ValidationErrorKind::Type { kind } => {
+                let expected = match kind {
+                    TypeKind::Single(t) => article(*t),
+                    TypeKind::Multiple(ts) => {
+                        ts.iter().map(article).collect::<Vec<_>>().join(" or ")
+                    }
+                };
+                let found = instance_at(doc, &path).map_or("nothing", json_kind);
+                out.push(
+                    Diagnostic::new(
+                        Code::InvalidType,
+                        spans.value(&path),
+                        format!("{} must be {expected}, found {found}", describe(&path)),
+                    )
+                    .with_label(format!("expected {expected}")),
+                );
+            }
+            ValidationErrorKind::Enum { options } => {
+                let found = instance_at(doc, &path)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let names: Vec<&str> = options
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                out.push(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        spans.value(&path),
+                        format!("{} must be one of {}", describe(&path), names.join(", ")),
+                    )
+                    .with_label("not one of the allowed values")
+                    .with_help_opt(did_you_mean(found, names.iter().copied())),
+                );
+            }
+            ValidationErrorKind::Pattern { .. } => {
+                out.push(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        spans.value(&path),
+                        pattern_message(&path),
+                    )
+                    .with_label("does not have the required form"),
+                );
+            }
+            _ => {
+                out.push(
+                    Diagnostic::new(
+                        Code::Schema,
+                        spans.value(&path),
+                        format!("{}: {}", describe(&path), e.masked()),
+                    )
+                    .with_label("invalid"),
+                );
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
+fn instance_at<'a>(doc: &'a Value, pointer: &str) -> Option<&'a Value> {
+    doc.pointer(pointer)
+}
+
+/// The fields allowed at `pointer`, and a phrase naming the place (" in a `wait` step").
+fn allowed_fields(doc: &Value, pointer: &str) -> (Vec<&'static str>, String) {
+    if pointer.is_empty() {
+        return (TOP_FIELDS.to_vec(), " at the top of the definition".into());
+    }
+    let segments: Vec<&str> = pointer.split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["steps", _] => {
+            let step_type = doc
+                .pointer(pointer)
+                .and_then(|s| s.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mut fields = STEP_FIELDS.to_vec();
+            fields.extend_from_slice(type_fields(step_type));
+            let what = if STEP_TYPES.contains(&step_type) {
+                let article = if step_type.starts_with(['a', 'e']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                format!(" in {article} `{step_type}` step")
+            } else {
+                " in a step".to_string()
+            };
+            (fields, what)
+        }
+        ["steps", _, "retry"] => (
+            vec!["max_attempts", "backoff", "initial_delay", "max_delay"],
+            " in `retry`".into(),
+        ),
+        _ => (Vec::new(), String::new()),
+    }
+}
+
+fn describe(pointer: &str) -> String {
+    if pointer.is_empty() {
+        return "the definition".into();
+    }
+    let segments: Vec<&str> = pointer.split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["steps", i] => format!("step #{}", i.parse::<usize>().map_or(0, |n| n + 1)),
+        ["steps", _, rest @ ..] => format!("`{}`", rest.join(".")),
+        all => format!("`{}`", all.join(".")),
+    }
+}
+
+fn pattern_message(pointer: &str) -> String {
+    let segments: Vec<&str> = pointer.split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["id"] => "the definition `id` must be a slug: lowercase letters, digits and `-`, starting with a letter or digit, at most 63 characters (e.g. `lead-router`)".into(),
+        ["steps", _, "id"] => "a step `id` must start with a letter or `_` and hold only letters, digits and `_` (templates read it as `steps.<id>`)".into(),
+        ["steps", _, "signal"] => "a `signal` holds only letters, digits and `._:-`, at most 128 characters (e.g. `payment.confirmed`)".into(),
+        _ => format!("{} does not have the required form", describe(pointer)),
+    }
+}
+
+fn article(t: JsonType) -> String {
+    match t {
+        JsonType::Array => "a list",
+        JsonType::Boolean => "a boolean",
+        JsonType::Integer => "an integer",
+        JsonType::Null => "null",
+        JsonType::Number => "a number",
+        JsonType::Object => "a mapping",
+        JsonType::String => "a string",
+    }
+    .to_string()
+}
+
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
