@@ -4,10 +4,15 @@
 
 pub mod builtins;
 pub mod cli;
+pub mod clock;
 pub mod compile;
 pub mod definition;
 pub mod diagnostics;
 pub mod duration;
+pub mod engine;
+pub mod exec;
+pub mod model;
+pub mod store;
 pub mod template;
 pub mod validate;
 pub mod yaml;

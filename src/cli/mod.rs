@@ -3,6 +3,8 @@
 
 mod graph;
 pub mod lint;
+pub mod local;
+mod run;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,10 @@ enum Command {
     Schema,
     /// Print a workflow's step graph as Mermaid or Graphviz DOT.
     Graph(graph::GraphArgs),
+    /// Run a workflow on the embedded engine and print its result.
+    Run(run::RunArgs),
+    /// Run the engine without the HTTP API: continue unfinished runs, fire timers.
+    Worker(run::WorkerArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +70,8 @@ pub fn run(cli: Cli) -> Outcome {
             Outcome::Ok
         }
         Command::Graph(args) => graph::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Worker(args) => run::worker(&args),
     }
 }
 

@@ -83,7 +83,7 @@ fn yaml_node() -> impl Strategy<Value = String> {
 const SEED: &str = include_str!("../../examples/lead-router.yaml");
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {

@@ -1,0 +1,99 @@
+//! Stored definition versions, compiled once and shared: the plan plus validators for the
+//! input, the result, and each step's payload or answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+use crate::compile::{Plan, compile};
+use crate::definition::StepKind;
+use crate::diagnostics::{Diagnostic, SourceFile};
+use crate::store::DefinitionRecord;
+use crate::validate::lint;
+
+pub struct Compiled {
+    pub record: DefinitionRecord,
+    pub plan: Plan,
+    pub input: Option<Validator>,
+    pub output: Option<Validator>,
+    /// Per step index: the external_event payload validator.
+    pub payload: Vec<Option<Validator>>,
+}
+
+/// Schema violations as `{path, message}` objects for error details.
+pub fn violations(v: &Validator, instance: &Value) -> Vec<Value> {
+    v.iter_errors(instance)
+        .map(|e| {
+            serde_json::json!({
+                "path": e.instance_path().as_str(),
+                "message": e.masked().to_string(),
+            })
+        })
+        .collect()
+}
+
+fn build(schema: Option<&Value>) -> Option<Validator> {
+    schema.and_then(|s| {
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(s)
+            .ok()
+    })
+}
+
+impl Compiled {
+    /// Lint and compile a stored source. Errors mean the stored text is no longer valid
+    /// (e.g. written by another version); they come back as diagnostics.
+    pub fn from_record(record: DefinitionRecord) -> Result<Compiled, Vec<Diagnostic>> {
+        let file = SourceFile::new(format!("{}.yaml", record.slug), record.source.as_str());
+        let l = lint(&file);
+        let Some(def) = l.definition else {
+            return Err(l.diagnostics);
+        };
+        let plan = compile(def).map_err(|_| l.diagnostics.clone())?;
+        let d = &plan.definition;
+        let payload = d
+            .steps
+            .iter()
+            .map(|s| match &s.kind {
+                StepKind::ExternalEvent(e) => build(e.schema.as_ref()),
+                _ => None,
+            })
+            .collect();
+        Ok(Compiled {
+            input: build(d.input.as_ref()),
+            output: build(d.output.as_ref()),
+            payload,
+            plan,
+            record,
+        })
+    }
+
+    pub fn step_index(&self, step_id: &str) -> Option<usize> {
+        self.plan
+            .definition
+            .steps
+            .iter()
+            .position(|s| s.id == step_id)
+    }
+}
+
+/// Compiled definitions by version id.
+#[derive(Default)]
+pub struct Cache {
+    map: Mutex<HashMap<String, Arc<Compiled>>>,
+}
+
+impl Cache {
+    pub fn get(&self, version_id: &str) -> Option<Arc<Compiled>> {
+        self.map.lock().ok()?.get(version_id).cloned()
+    }
+
+    pub fn insert(&self, c: Arc<Compiled>) {
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(c.record.version_id.clone(), c);
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! The durable run engine: a handle the API and CLI call, and one scheduler that alone
+//! changes run state, committing the changes of many runs in one transaction.
+
+mod compiled;
+mod scheduler;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use compiled::{Compiled, violations};
+
+use crate::clock::SharedClock;
+use crate::diagnostics::{Diagnostic, SourceFile};
+use crate::exec::agent::LlmConfig;
+use crate::model::{RUN_PREFIX, RunStatus, is_id};
+use crate::store::{DefinitionRecord, RunRecord, Store, StoreError};
+
+/// Settings of the engine; every field has a default that suits a single server.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a run may stay PAUSED or WAITING before it fails with a timeout error.
+    pub max_suspended: Duration,
+    /// Limit of one action or agent attempt when the step sets no `timeout`.
+    pub default_step_timeout: Duration,
+    pub llm: LlmConfig,
+    /// `secrets.NAME` in templates; from `STEPWISE_SECRET_NAME` variables.
+    pub secrets: HashMap<String, String>,
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_suspended: Duration::from_secs(30 * 86_400),
+            default_step_timeout: Duration::from_secs(300),
+            llm: LlmConfig::default(),
+            secrets: HashMap::new(),
+            max_batch: 20_000,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Defaults plus what the environment sets (`STEPWISE_LLM_*`, `STEPWISE_SECRET_*`,
+    /// `STEPWISE_MAX_SUSPENDED`).
+    pub fn from_env() -> Result<Self, String> {
+        let mut cfg = Self {
+            llm: LlmConfig::from_env(),
+            ..Self::default()
+        };
+        for (k, v) in std::env::vars() {
+            if let Some(name) = k.strip_prefix("STEPWISE_SECRET_")
+                && !name.is_empty()
+            {
+                cfg.secrets.insert(name.to_string(), v);
+            }
+        }
+        if let Ok(v) = std::env::var("STEPWISE_MAX_SUSPENDED") {
+            cfg.max_suspended =
+                crate::duration::parse(&v).map_err(|e| format!("STEPWISE_MAX_SUSPENDED: {e}"))?;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Errors of engine calls; the API maps them to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// 404: unknown (or another workspace's) run, definition or hook.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: the request is wrong; `details` says where.
+    #[error("{message}")]
+    Validation { message: String, details: Value },
+    /// 409: the run is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn validation(message: impl Into<String>, details: Value) -> Self {
+        EngineError::Validation {
+            message: message.into(),
+            details,
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// A request to start a run.
+#[derive(Debug, Clone)]
+pub struct CreateRun {
+    pub workspace_id: String,
+    /// A slug (latest version) or an exact `wfdef_…` id.
+    pub definition: String,
+    pub input: Value,
+    pub idempotency_key: Option<String>,
+    /// `{kind, label, …}`: how the run started.
+    pub trigger: Value,
+}
+
+/// What resumes a suspended run.
+#[derive(Debug, Clone)]
+pub enum Resume {
+    /// A WAITING run at an `external_event` step.
+    Signal { signal_type: String, payload: Value },
+    /// A PAUSED run at an `approval` step; `input` must be one of its options.
+    Approval { step: String, input: Value },
+}
+
+/// A change the scheduler committed, for waiters and progress displays.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub run_id: String,
+    pub status: RunStatus,
+    /// Set when a step changed: its id and new status.
+    pub step: Option<(String, crate::model::StepStatus)>,
+}
+
+pub(crate) enum Command {
+    Create {
+        compiled: Arc<Compiled>,
+        req: CreateRun,
+        reply: oneshot::Sender<Result<(RunRecord, bool)>>,
+    },
+    Cancel {
+        workspace_id: String,
+        run_id: String,
+        reply: oneshot::Sender<Result<RunRecord>>,
+    },
+    Resume {
+        /// `None` when the caller holds a hook token instead of an API key.
+        workspace_id: Option<String>,
+        run_id: String,
+        resume: Resume,
+        actor: String,
+        reply: oneshot::Sender<Result<RunRecord>>,
+    },
+    Retry {
+        workspace_id: String,
+        run_id: String,
+        reply: oneshot::Sender<Result<RunRecord>>,
+    },
+    Done {
+        run_id: String,
+        step: usize,
+        attempt: i64,
+        result: std::result::Result<crate::exec::Success, crate::exec::StepError>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    cache: compiled::Cache,
+    tx: mpsc::UnboundedSender<Command>,
+    updates: broadcast::Sender<Update>,
+    config: EngineConfig,
+}
+
+/// The engine handle: cheap to clone, safe to share.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// A definition could not be applied: its diagnostics.
+#[derive(Debug)]
+pub struct Rejected {
+    pub file: SourceFile,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Engine {
+    /// Start the scheduler (on its own thread) and recover every unfinished run.
+    /// Must be called from within a tokio runtime: executors run on it.
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        config: EngineConfig,
+    ) -> Result<Engine> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (updates, _) = broadcast::channel(65_536);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                cache: compiled::Cache::default(),
+                tx,
+                updates,
+                config,
+            }),
+        };
+        scheduler::spawn(engine.clone(), rx)?;
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Update> {
+        self.inner.updates.subscribe()
+    }
+
+    /// Lint and store a definition; the same text again returns the stored version.
+    pub async fn apply_definition(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        source: &str,
+    ) -> Result<std::result::Result<DefinitionRecord, Rejected>> {
+        let file = SourceFile::new(name, source);
+        let lint = crate::validate::lint(&file);
+        let Some(def) = lint.definition else {
+            return Ok(Err(Rejected {
+                file,
+                diagnostics: lint.diagnostics,
+            }));
+        };
+        let store = self.inner.store.clone();
+        let (ws, slug, label, src, now) = (
+            workspace_id.to_string(),
+            def.id.clone(),
+            def.version.clone(),
+            source.to_string(),
+            self.inner.clock.now(),
+        );
+        let rec = blocking(move || store.put_definition(&ws, &slug, label.as_deref(), &src, now))
+            .await??;
+        Ok(Ok(rec))
+    }
+
+    /// The compiled form of a definition version, from the cache or the store.
+    pub async fn compiled(&self, workspace_id: &str, id: &str) -> Result<Arc<Compiled>> {
+        if id.starts_with(crate::model::DEFINITION_PREFIX)
+            && let Some(c) = self.inner.cache.get(id)
+            && c.record.workspace_id == workspace_id
+        {
+            return Ok(c);
+        }
+        let store = self.inner.store.clone();
+        let (ws, key) = (workspace_id.to_string(), id.to_string());
+        let rec = blocking(move || store.definition(&ws, &key))
+            .await??
+            .ok_or_else(|| {
+                EngineError::NotFound(format!("workflow definition `{id}` not found"))
+            })?;
+        self.compiled_record(rec)
+    }
+
+    pub(crate) fn compiled_record(&self, rec: DefinitionRecord) -> Result<Arc<Compiled>> {
+        if let Some(c) = self.inner.cache.get(&rec.version_id) {
+            return Ok(c);
+        }
+        let version_id = rec.version_id.clone();
+        let c = Arc::new(Compiled::from_record(rec).map_err(|d| {
+            EngineError::Internal(format!(
+                "stored definition {version_id} no longer lints: {}",
+                d.first().map_or("", |d| d.message.as_str())
+            ))
+        })?);
+        self.inner.cache.insert(c.clone());
+        Ok(c)
+    }
+
+    /// Create a run; with an idempotency key already used, the existing run comes back
+    /// (`false`: nothing was created).
+    pub async fn create_run(&self, req: CreateRun) -> Result<(RunRecord, bool)> {
+        if let Some(k) = &req.idempotency_key
+            && (k.is_empty() || k.chars().count() > 255)
+        {
+            return Err(EngineError::validation(
+                "idempotencyKey must be 1 to 255 characters",
+                json!({"field": "idempotencyKey", "length": k.chars().count()}),
+            ));
+        }
+        if !req.input.is_object() {
+            return Err(EngineError::validation(
+                "input must be an object",
+                json!({"field": "input"}),
+            ));
+        }
+        let compiled = self.compiled(&req.workspace_id, &req.definition).await?;
+        if let Some(v) = &compiled.input {
+            let problems = violations(v, &req.input);
+            if !problems.is_empty() {
+                return Err(EngineError::validation(
+                    format!(
+                        "input does not match the input schema of `{}`",
+                        compiled.record.slug
+                    ),
+                    json!({"field": "input", "problems": problems}),
+                ));
+            }
+        }
+        self.call(|reply| Command::Create {
+            compiled,
+            req,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn cancel(&self, workspace_id: &str, run_id: &str) -> Result<RunRecord> {
+        check_run_id(run_id)?;
+        let (workspace_id, run_id) = (workspace_id.to_string(), run_id.to_string());
+        self.call(|reply| Command::Cancel {
+            workspace_id,
+            run_id,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn resume(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        resume: Resume,
+        actor: &str,
+    ) -> Result<RunRecord> {
+        check_run_id(run_id)?;
+        let (workspace_id, run_id, actor) = (
+            Some(workspace_id.to_string()),
+            run_id.to_string(),
+            actor.to_string(),
+        );
+        self.call(|reply| Command::Resume {
+            workspace_id,
+            run_id,
+            resume,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    /// Resume through a hook token: the token is the credential. The payload is the value of
+    /// the step (an approval's option, or an external event's payload).
+    pub async fn resume_hook(&self, token: &str, payload: Value, actor: &str) -> Result<RunRecord> {
+        let store = self.inner.store.clone();
+        let t = token.to_string();
+        let hook = blocking(move || store.hook(&t))
+            .await??
+            .ok_or_else(|| EngineError::NotFound("hook not found".into()))?;
+        if hook.status != "pending" {
+            return Err(EngineError::Conflict(format!(
+                "this hook was already {}",
+                hook.status
+            )));
+        }
+        let resume = if hook.kind == "approval" {
+            Resume::Approval {
+                step: hook.step_id.clone(),
+                input: approval_choice(payload),
+            }
+        } else {
+            Resume::Signal {
+                signal_type: String::new(),
+                payload,
+            }
+        };
+        let (run_id, actor) = (hook.run_id.clone(), actor.to_string());
+        self.call(|reply| Command::Resume {
+            workspace_id: None,
+            run_id,
+            resume,
+            actor,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn retry(&self, workspace_id: &str, run_id: &str) -> Result<RunRecord> {
+        check_run_id(run_id)?;
+        let (workspace_id, run_id) = (workspace_id.to_string(), run_id.to_string());
+        self.call(|reply| Command::Retry {
+            workspace_id,
+            run_id,
+            reply,
+        })
+        .await
+    }
+
+    /// A run of this workspace (404 for another workspace's).
+    pub async fn run(&self, workspace_id: &str, run_id: &str) -> Result<RunRecord> {
+        check_run_id(run_id)?;
+        let store = self.inner.store.clone();
+        let id = run_id.to_string();
+        match blocking(move || store.run(&id)).await?? {
+            Some(r) if r.workspace_id == workspace_id => Ok(r),
+            _ => Err(EngineError::NotFound(format!("run `{run_id}` not found"))),
+        }
+    }
+
+    /// Wait until `done(status)` holds or `timeout` passes; returns the run as it is then.
+    pub async fn wait_for(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        timeout: Duration,
+        done: impl Fn(RunStatus) -> bool,
+    ) -> Result<RunRecord> {
+        let mut updates = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut run = self.run(workspace_id, run_id).await?;
+        loop {
+            if done(run.status) {
+                return Ok(run);
+            }
+            let changed = loop {
+                match tokio::time::timeout_at(deadline, updates.recv()).await {
+                    Err(_) => return Ok(run),
+                    Ok(Ok(u)) if u.run_id == run_id => break true,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => break true,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(run),
+                }
+            };
+            if changed {
+                run = self.run(workspace_id, run_id).await?;
+            }
+        }
+    }
+
+    /// Finish committing, stop the scheduler; in-flight steps are left resumable.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.inner.tx.send(Command::Shutdown { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(make(reply))
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+}
+
+/// A hook payload for an approval: the option itself, or `{option|choice|decision|input: …}`.
+fn approval_choice(payload: Value) -> Value {
+    if let Value::Object(map) = &payload {
+        for key in ["option", "choice", "decision", "input"] {
+            if let Some(v) = map.get(key) {
+                return v.clone();
+            }
+        }
+    }
+    payload
+}
+
+fn check_run_id(run_id: &str) -> Result<()> {
+    if is_id(run_id, RUN_PREFIX) {
+        Ok(())
+    } else {
+        Err(EngineError::NotFound(format!("run `{run_id}` not found")))
+    }
+}
+
+/// Run blocking store work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Internal(format!("store task failed: {e}")))
+}

@@ -1,0 +1,56 @@
+//! Step executors: each turns a rendered step into an outcome. They never write state; the
+//! scheduler records what they return.
+
+pub mod agent;
+pub mod http;
+
+use serde_json::{Value, json};
+
+/// Why an attempt failed, and whether another attempt may help.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepError {
+    /// A stable kind: `http_status`, `http_request`, `timeout`, `template`, `agent`, …
+    pub kind: &'static str,
+    pub message: String,
+    pub retryable: bool,
+    pub details: Option<Value>,
+}
+
+impl StepError {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retryable: true,
+            details: None,
+        }
+    }
+
+    pub fn permanent(kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            ..Self::new(kind, message)
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({"kind": self.kind, "message": self.message});
+        if let Some(d) = &self.details {
+            v["details"] = d.clone();
+        }
+        v
+    }
+}
+
+/// What an attempt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Success {
+    pub output: Value,
+    /// Token counts and duration of an agent call.
+    pub usage: Option<Value>,
+}

@@ -1,0 +1,246 @@
+//! The store: the one narrow interface through which runs become durable.
+//!
+//! The engine hands the store batches of [`Write`]s, one transaction each (group commit), and
+//! reads back records. Nothing outside `store/` knows SQL; a Postgres backend implements the
+//! same trait.
+
+mod sqlite;
+
+pub use sqlite::{SqliteStore, Synchronous};
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::model::{RunStatus, StepStatus};
+
+/// The workspace used until API keys assign one (issue: HTTP API).
+pub const DEFAULT_WORKSPACE: &str = "ws_default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("a run with idempotency key `{0}` already exists")]
+    DuplicateKey(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One stored version of a definition. Versions are never changed or deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefinitionRecord {
+    /// `wfdef_…`, the exact version.
+    pub version_id: String,
+    pub workspace_id: String,
+    /// The definition's `id` (its slug), e.g. `lead-router`.
+    pub slug: String,
+    /// 1, 2, 3… per slug.
+    pub version: i64,
+    /// The `version:` label from the YAML, if any.
+    pub label: Option<String>,
+    /// SHA-256 of the source; applying the same source again returns the same version.
+    pub hash: String,
+    pub source: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    pub workspace_id: String,
+    /// The exact definition version the run is pinned to.
+    pub definition_id: String,
+    pub definition_slug: String,
+    pub status: RunStatus,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+    pub idempotency_key: Option<String>,
+    pub current_step_index: i64,
+    /// 1, plus one per retry of the whole run.
+    pub attempt: i64,
+    pub parent_run_id: Option<String>,
+    pub parent_step_id: Option<String>,
+    /// How the run started: `{kind, label, …}`.
+    pub trigger: Value,
+    /// Seed 003's `pendingAction`, while the run is PAUSED or WAITING.
+    pub pending_action: Option<Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// One attempt of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub run_id: String,
+    pub step_id: String,
+    /// Position in the plan's order.
+    pub step_index: i64,
+    pub attempt: i64,
+    pub status: StepStatus,
+    pub input: Option<Value>,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+    /// Agent token counts and durations.
+    pub usage: Option<Value>,
+    /// Who decided an approval and when, and similar facts.
+    pub meta: Option<Value>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// A `wait` step is due.
+    Wake,
+    /// A suspended step's `timeout` or the maximum lifetime has passed.
+    Deadline,
+    /// A failed attempt's backoff is over.
+    Retry,
+}
+
+impl TimerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::Wake => "wake",
+            TimerKind::Deadline => "deadline",
+            TimerKind::Retry => "retry",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "wake" => Some(TimerKind::Wake),
+            "deadline" => Some(TimerKind::Deadline),
+            "retry" => Some(TimerKind::Retry),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimerRecord {
+    pub run_id: String,
+    pub step_id: String,
+    pub kind: TimerKind,
+    pub due_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookRecord {
+    pub token: String,
+    pub workspace_id: String,
+    pub run_id: String,
+    pub step_id: String,
+    /// `approval` or `external_event`.
+    pub kind: String,
+    /// `pending`, `resumed` or `closed`.
+    pub status: String,
+    pub created_at: Timestamp,
+    pub resumed_at: Option<Timestamp>,
+}
+
+/// An entry of a run's append-only event log (its trace).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub run_id: String,
+    pub at: Timestamp,
+    pub kind: String,
+    pub step_id: Option<String>,
+    pub data: Value,
+}
+
+/// A signal delivered to a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalRecord {
+    pub run_id: String,
+    pub step_id: String,
+    pub signal_type: String,
+    pub payload: Value,
+    pub received_at: Timestamp,
+    /// `api`, `hook` or `cli`.
+    pub via: String,
+}
+
+/// One change in a batch; a batch commits atomically.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    InsertRun(RunRecord),
+    UpdateRun(RunRecord),
+    PutStep(StepRecord),
+    Event(EventRecord),
+    PutTimer(TimerRecord),
+    DeleteTimer {
+        run_id: String,
+        step_id: String,
+        kind: TimerKind,
+    },
+    DeleteRunTimers {
+        run_id: String,
+    },
+    PutHook(HookRecord),
+    /// Every pending hook of a run (of one step, when given) gets `status`.
+    CloseHooks {
+        run_id: String,
+        step_id: Option<String>,
+        status: String,
+        at: Timestamp,
+    },
+    Signal(SignalRecord),
+}
+
+/// Filters and page of a run listing.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub workspace_id: String,
+    pub status: Option<RunStatus>,
+    /// A slug or an exact version id.
+    pub definition: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// 1-based.
+    pub page: u64,
+    pub page_size: u64,
+}
+
+/// The store interface. Implementations must make each `commit` atomic and durable.
+pub trait Store: Send + Sync + 'static {
+    fn commit(&self, writes: &[Write]) -> Result<()>;
+
+    /// Store a definition version. The same source under the same slug returns the version
+    /// already stored; a different one becomes the next version.
+    fn put_definition(
+        &self,
+        workspace_id: &str,
+        slug: &str,
+        label: Option<&str>,
+        source: &str,
+        now: Timestamp,
+    ) -> Result<DefinitionRecord>;
+    /// A slug (its latest version) or an exact `wfdef_…` id.
+    fn definition(&self, workspace_id: &str, id: &str) -> Result<Option<DefinitionRecord>>;
+    fn definition_versions(&self, workspace_id: &str, slug: &str) -> Result<Vec<DefinitionRecord>>;
+    /// The latest version of every definition.
+    fn list_definitions(&self, workspace_id: &str) -> Result<Vec<DefinitionRecord>>;
+
+    fn run(&self, id: &str) -> Result<Option<RunRecord>>;
+    fn run_by_key(&self, workspace_id: &str, key: &str) -> Result<Option<RunRecord>>;
+    /// Every attempt of every step, ordered by step index then attempt.
+    fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
+    fn events(&self, run_id: &str) -> Result<Vec<EventRecord>>;
+    fn signals(&self, run_id: &str) -> Result<Vec<SignalRecord>>;
+    fn list_runs(&self, q: &RunQuery) -> Result<(Vec<RunRecord>, u64)>;
+    /// Ids of runs with one of these statuses, oldest first (recovery after a restart).
+    fn run_ids_with_status(&self, statuses: &[RunStatus]) -> Result<Vec<String>>;
+    /// Children of a run (started by `workflow` steps).
+    fn child_runs(&self, parent_run_id: &str) -> Result<Vec<RunRecord>>;
+
+    /// Timers due at or before `before`, earliest first.
+    fn timers_due(&self, before: Timestamp, limit: usize) -> Result<Vec<TimerRecord>>;
+    fn hook(&self, token: &str) -> Result<Option<HookRecord>>;
+    fn hooks_for_run(&self, run_id: &str) -> Result<Vec<HookRecord>>;
+}
