@@ -527,7 +527,7 @@ impl Store for SqliteStore {
                 label: label.map(str::to_string),
                 hash: hash.clone(),
                 source: source.to_string(),
-                created_at: now,
+                created_at: ts(micros(now)),
             };
             tx.execute(
                 &format!("INSERT INTO definitions ({DEFINITION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
