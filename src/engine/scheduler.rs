@@ -117,8 +117,8 @@ struct Scheduler {
     updates: Vec<Update>,
     /// Idempotency keys of runs created in the uncommitted batch.
     pending_keys: HashMap<(String, String), String>,
-    /// Children that finished in this batch: (parent run, parent step, child run).
-    child_done: Vec<(String, String, String)>,
+    /// Children that finished in this batch: (parent run, parent step, the child as it ended).
+    child_done: Vec<(String, String, RunRecord)>,
     timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_keys: HashSet<(String, String, u8)>,
     next_refresh: Timestamp,
@@ -1197,8 +1197,7 @@ impl Scheduler {
         match self.existing_by_key(&run.rec.workspace_id, &key) {
             Ok(Some(child)) => {
                 if child.status.is_terminal() {
-                    self.child_done
-                        .push((run.rec.id.clone(), step_id, child.id));
+                    self.child_done.push((run.rec.id.clone(), step_id, child));
                 }
             }
             Ok(None) => {
@@ -1222,12 +1221,7 @@ impl Scheduler {
     }
 
     fn process_children(&mut self) {
-        while let Some((parent_id, step_id, child_id)) = self.child_done.pop() {
-            let child = match self.active.get(&child_id) {
-                Some(c) => Some(c.rec.clone()),
-                None => self.store.run(&child_id).ok().flatten(),
-            };
-            let Some(child) = child else { continue };
+        while let Some((parent_id, step_id, child)) = self.child_done.pop() {
             let Some(mut parent) = self
                 .get_or_load(&parent_id)
                 .map(|_| ())
@@ -1408,7 +1402,7 @@ impl Scheduler {
         });
         if let (Some(p), Some(s)) = (&run.rec.parent_run_id, &run.rec.parent_step_id) {
             self.child_done
-                .push((p.clone(), s.clone(), run.rec.id.clone()));
+                .push((p.clone(), s.clone(), run.rec.clone()));
         }
     }
 

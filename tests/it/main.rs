@@ -2,6 +2,9 @@
 
 mod cli;
 mod compile;
+mod crash;
+mod engine;
 mod fuzz;
 mod lint_corpus;
+mod server;
 mod util;
