@@ -4,10 +4,11 @@
 //! (render). Undefined variables are errors, never "", and rendering is bounded by fuel so
 //! a hostile template cannot spin forever.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use minijinja::value::Serde;
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, Expression, UndefinedBehavior};
 use serde_json::Value;
 
 use crate::definition::{Step, StepKind, When};
@@ -26,6 +27,27 @@ pub fn environment() -> &'static Environment<'static> {
         env.set_recursion_limit(64);
         env
     })
+}
+
+type Compiled = Arc<Expression<'static, 'static>>;
+
+/// Expressions compiled once per distinct text: steps run far more often than definitions
+/// change, and parsing dominates a small render.
+fn expression(text: &str) -> Result<Compiled, minijinja::Error> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(e) = cache.lock().ok().and_then(|c| c.get(text).cloned()) {
+        return Ok(e);
+    }
+    let e = Arc::new(environment().compile_expression_owned(text.to_string())?);
+    if let Ok(mut c) = cache.lock() {
+        // Bounded: a flood of distinct texts must not grow memory without limit.
+        if c.len() > 10_000 {
+            c.clear();
+        }
+        c.insert(text.to_string(), e.clone());
+    }
+    Ok(e)
 }
 
 /// How a string field is interpreted.
@@ -196,9 +218,7 @@ pub fn render_string(
         return Ok(Value::String(text.to_string()));
     }
     if let Some(expr) = single_expression(text) {
-        let compiled = env
-            .compile_expression(expr)
-            .map_err(|e| render_error(pointer, &e))?;
+        let compiled = expression(expr).map_err(|e| render_error(pointer, &e))?;
         let v = compiled
             .eval(ctx.clone())
             .map_err(|e| render_error(pointer, &e))?;
@@ -252,9 +272,7 @@ pub fn eval_condition(
     match when {
         When::Always(b) => Ok(*b),
         When::Expr(text) => {
-            let expr = environment()
-                .compile_expression(expression_body(text))
-                .map_err(|e| render_error(pointer, &e))?;
+            let expr = expression(expression_body(text)).map_err(|e| render_error(pointer, &e))?;
             let v = expr
                 .eval(ctx.clone())
                 .map_err(|e| render_error(pointer, &e))?;

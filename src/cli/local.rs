@@ -81,6 +81,8 @@ pub fn start_engine(args: &DbArgs) -> Result<(Engine, DbLock), String> {
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Store calls block; a bounded pool keeps memory flat under bursts.
+        .max_blocking_threads(64)
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }

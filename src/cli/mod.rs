@@ -2,9 +2,11 @@
 //! This is the only layer that prints for humans.
 
 mod graph;
+mod keys;
 pub mod lint;
 pub mod local;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -33,6 +35,10 @@ enum Command {
     Run(run::RunArgs),
     /// Run the engine without the HTTP API: continue unfinished runs, fire timers.
     Worker(run::WorkerArgs),
+    /// Serve the HTTP API and run the engine, on the embedded SQLite store.
+    Serve(serve::ServeArgs),
+    /// Manage API keys.
+    Keys(keys::KeysArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,6 +78,8 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Graph(args) => graph::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Worker(args) => run::worker(&args),
+        Command::Serve(args) => serve::serve(&args),
+        Command::Keys(args) => keys::run(&args),
     }
 }
 

@@ -80,13 +80,35 @@ impl Compiled {
     }
 }
 
-/// Compiled definitions by version id.
+/// Compiled definitions by version id, and the latest version of each slug.
 #[derive(Default)]
 pub struct Cache {
     map: Mutex<HashMap<String, Arc<Compiled>>>,
+    latest: Mutex<HashMap<(String, String), Arc<Compiled>>>,
 }
 
 impl Cache {
+    /// The latest version of a slug, as this process last stored or read it. Only one engine
+    /// runs on a database (it holds a lock), so what it applied is the latest.
+    pub fn latest(&self, workspace_id: &str, slug: &str) -> Option<Arc<Compiled>> {
+        self.latest
+            .lock()
+            .ok()?
+            .get(&(workspace_id.to_string(), slug.to_string()))
+            .cloned()
+    }
+
+    pub fn set_latest(&self, c: Arc<Compiled>) {
+        if let Ok(mut m) = self.latest.lock() {
+            let key = (c.record.workspace_id.clone(), c.record.slug.clone());
+            if m.get(&key)
+                .is_none_or(|old| old.record.version <= c.record.version)
+            {
+                m.insert(key, c);
+            }
+        }
+    }
+
     pub fn get(&self, version_id: &str) -> Option<Arc<Compiled>> {
         self.map.lock().ok()?.get(version_id).cloned()
     }

@@ -197,7 +197,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Engine> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (updates, _) = broadcast::channel(65_536);
+        let (updates, _) = broadcast::channel(8_192);
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -253,6 +253,8 @@ impl Engine {
         );
         let rec = blocking(move || store.put_definition(&ws, &slug, label.as_deref(), &src, now))
             .await??;
+        let compiled = self.compiled_record(rec.clone())?;
+        self.inner.cache.set_latest(compiled);
         Ok(Ok(rec))
     }
 
@@ -264,6 +266,9 @@ impl Engine {
         {
             return Ok(c);
         }
+        if let Some(c) = self.inner.cache.latest(workspace_id, id) {
+            return Ok(c);
+        }
         let store = self.inner.store.clone();
         let (ws, key) = (workspace_id.to_string(), id.to_string());
         let rec = blocking(move || store.definition(&ws, &key))
@@ -271,7 +276,11 @@ impl Engine {
             .ok_or_else(|| {
                 EngineError::NotFound(format!("workflow definition `{id}` not found"))
             })?;
-        self.compiled_record(rec)
+        let compiled = self.compiled_record(rec)?;
+        if !id.starts_with(crate::model::DEFINITION_PREFIX) {
+            self.inner.cache.set_latest(compiled.clone());
+        }
+        Ok(compiled)
     }
 
     pub(crate) fn compiled_record(&self, rec: DefinitionRecord) -> Result<Arc<Compiled>> {

@@ -166,6 +166,16 @@ pub struct SignalRecord {
     pub via: String,
 }
 
+/// An API key, stored as its SHA-256 only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    pub hash: String,
+    pub workspace_id: String,
+    /// The first characters, to tell keys apart in listings and history.
+    pub prefix: String,
+    pub created_at: Timestamp,
+}
+
 /// One change in a batch; a batch commits atomically.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
@@ -242,5 +252,7 @@ pub trait Store: Send + Sync + 'static {
     /// Timers due at or before `before`, earliest first.
     fn timers_due(&self, before: Timestamp, limit: usize) -> Result<Vec<TimerRecord>>;
     fn hook(&self, token: &str) -> Result<Option<HookRecord>>;
+    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
     fn hooks_for_run(&self, run_id: &str) -> Result<Vec<HookRecord>>;
 }

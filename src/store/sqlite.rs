@@ -10,8 +10,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    DefinitionRecord, EventRecord, HookRecord, Result, RunQuery, RunRecord, SignalRecord,
-    StepRecord, Store, StoreError, TimerKind, TimerRecord, Write,
+    ApiKeyRecord, DefinitionRecord, EventRecord, HookRecord, Result, RunQuery, RunRecord,
+    SignalRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord, Write,
 };
 use crate::model::{DEFINITION_PREFIX, RunStatus, new_id};
 
@@ -37,7 +37,8 @@ impl std::str::FromStr for Synchronous {
 }
 
 /// Versioned migrations; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE definitions (
     version_id   TEXT PRIMARY KEY,
     workspace_id TEXT NOT NULL,
@@ -91,7 +92,7 @@ CREATE TABLE step_executions (
     PRIMARY KEY (run_id, step_id, attempt)
 ) WITHOUT ROWID;
 CREATE TABLE events (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id      INTEGER PRIMARY KEY,
     run_id  TEXT NOT NULL,
     at      INTEGER NOT NULL,
     kind    TEXT NOT NULL,
@@ -128,7 +129,16 @@ CREATE TABLE signals (
     via         TEXT NOT NULL
 );
 CREATE INDEX signals_by_run ON signals (run_id, id);
-"#];
+"#,
+    r#"
+CREATE TABLE api_keys (
+    hash         TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    prefix       TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+);
+"#,
+];
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -336,14 +346,9 @@ const DEFINITION_COLUMNS: &str =
 const HOOK_COLUMNS: &str =
     "token, workspace_id, run_id, step_id, kind, status, created_at, resumed_at";
 
-fn put_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord, insert: bool) -> rusqlite::Result<()> {
-    let verb = if insert {
-        "INSERT"
-    } else {
-        "INSERT OR REPLACE"
-    };
+fn insert_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(&format!(
-        "{verb} INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
     ))?;
     stmt.execute(params![
         r.id,
@@ -371,8 +376,26 @@ fn put_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord, insert: bool) -> rusql
 
 fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
     match w {
-        Write::InsertRun(r) => put_run(tx, r, true)?,
-        Write::UpdateRun(r) => put_run(tx, r, false)?,
+        Write::InsertRun(r) => insert_run(tx, r)?,
+        Write::UpdateRun(r) => {
+            // Only what changes after creation: a narrow UPDATE keeps most indexes untouched.
+            tx.prepare_cached(
+                "UPDATE runs SET status = ?2, output = ?3, error = ?4, current_step_index = ?5, attempt = ?6, \
+                 pending_action = ?7, updated_at = ?8, started_at = ?9, finished_at = ?10 WHERE id = ?1",
+            )?
+            .execute(params![
+                r.id,
+                r.status.as_str(),
+                opt_json(&r.output),
+                opt_json(&r.error),
+                r.current_step_index,
+                r.attempt,
+                opt_json(&r.pending_action),
+                micros(r.updated_at),
+                r.started_at.map(micros),
+                r.finished_at.map(micros),
+            ])?;
+        }
         Write::PutStep(s) => {
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO step_executions (run_id, step_id, attempt, step_index, status, input, output, \
@@ -749,6 +772,34 @@ impl Store for SqliteStore {
                 "SELECT {HOOK_COLUMNS} FROM hooks WHERE token = ?1"
             ))?
             .query_row(params![token], hook_from_row)
+            .optional()
+        })
+    }
+
+    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO api_keys (hash, workspace_id, prefix, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![key.hash, key.workspace_id, key.prefix, micros(key.created_at)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT hash, workspace_id, prefix, created_at FROM api_keys WHERE hash = ?1",
+                params![hash],
+                |r| {
+                    Ok(ApiKeyRecord {
+                        hash: r.get(0)?,
+                        workspace_id: r.get(1)?,
+                        prefix: r.get(2)?,
+                        created_at: ts(r.get(3)?),
+                    })
+                },
+            )
             .optional()
         })
     }

@@ -1,5 +1,6 @@
 //! The one integration-test binary: modules per area, shared helpers in `util`.
 
+mod api;
 mod cli;
 mod compile;
 mod crash;

@@ -82,9 +82,26 @@ fn record(s: &Shared, path: String, headers: &HeaderMap, body: &[u8]) -> Seen {
     seen
 }
 
-async fn echo(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Json<Value> {
+async fn echo(
+    State(s): State<Shared>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, Json<Value>) {
     let seen = record(&s, "/echo".into(), &headers, &body);
-    Json(json!({"ok": true, "got": seen.body, "key": seen.idempotency_key}))
+    // POST creates, as the APIs the examples call do.
+    let status = if method == axum::http::Method::POST {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    // `id` and `url` make it stand in for the example workflows' APIs too.
+    (
+        status,
+        Json(
+            json!({"ok": true, "got": seen.body, "key": seen.idempotency_key, "id": "obj_123", "url": "https://pay.example/obj_123"}),
+        ),
+    )
 }
 
 async fn flaky(

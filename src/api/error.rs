@@ -1,0 +1,116 @@
+//! The API's error type: every failure leaves in the seeds' envelope
+//! `{"success": false, "error": {"code", "message", "details"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::engine::EngineError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Validation { message: String, details: Value },
+    Auth(String),
+    NotFound(String),
+    Conflict(String),
+    TooLarge(String),
+    UnsupportedMediaType(String),
+    MethodNotAllowed,
+    Unavailable(String),
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn validation(message: impl Into<String>, details: Value) -> Self {
+        ApiError::Validation {
+            message: message.into(),
+            details,
+        }
+    }
+
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::validation(message, json!({"field": field}))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation { .. } => "VALIDATION_ERROR",
+            ApiError::Auth(_) => "AUTH_ERROR",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
+            ApiError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Validation { message, .. } => message.clone(),
+            ApiError::Auth(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::TooLarge(m)
+            | ApiError::UnsupportedMediaType(m)
+            | ApiError::Unavailable(m) => m.clone(),
+            ApiError::MethodNotAllowed => "this method is not allowed on this path".into(),
+            // The cause is logged; clients get a generic message.
+            ApiError::Internal(_) => "internal error".into(),
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        let details = match self {
+            ApiError::Validation { details, .. } => details.clone(),
+            _ => Value::Null,
+        };
+        json!({"success": false, "error": {"code": self.code(), "message": self.message(), "details": details}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!("internal error: {cause}");
+        }
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(m) => ApiError::NotFound(m),
+            EngineError::Validation { message, details } => {
+                ApiError::Validation { message, details }
+            }
+            EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::ShuttingDown => {
+                ApiError::Unavailable("the server is shutting down".into())
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}

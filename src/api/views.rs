@@ -1,0 +1,127 @@
+//! How runs, steps, definitions and hooks look on the wire.
+
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+
+use crate::engine::Compiled;
+use crate::model::StepStatus;
+use crate::store::{DefinitionRecord, EventRecord, HookRecord, RunRecord, StepRecord};
+
+/// `2026-04-02T12:00:00.000Z`, as in the seeds.
+pub fn time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn opt_time(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(time(t)))
+}
+
+fn duration_ms(a: Option<Timestamp>, b: Option<Timestamp>) -> Value {
+    match (a, b) {
+        (Some(a), Some(b)) => json!(b.duration_since(a).as_millis()),
+        _ => Value::Null,
+    }
+}
+
+/// The run as listed and created.
+pub fn run(r: &RunRecord) -> Map<String, Value> {
+    let v = json!({
+        "id": r.id,
+        "workspaceId": r.workspace_id,
+        "definitionId": r.definition_id,
+        "definitionSlug": r.definition_slug,
+        "status": r.status,
+        "input": r.input,
+        "output": r.output,
+        "error": r.error,
+        "idempotencyKey": r.idempotency_key,
+        "currentStepIndex": r.current_step_index,
+        "attempt": r.attempt,
+        "pendingAction": r.pending_action,
+        "parentRunId": r.parent_run_id,
+        "createdAt": time(r.created_at),
+        "updatedAt": time(r.updated_at),
+        "startedAt": opt_time(r.started_at),
+        "finishedAt": opt_time(r.finished_at),
+        "queueMs": duration_ms(Some(r.created_at), r.started_at),
+        "durationMs": duration_ms(r.started_at, r.finished_at),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn attempt(s: &StepRecord) -> Value {
+    json!({
+        "attempt": s.attempt,
+        "status": s.status,
+        "input": s.input,
+        "output": s.output,
+        "error": s.error,
+        "usage": s.usage,
+        "meta": s.meta,
+        "startedAt": opt_time(s.started_at),
+        "finishedAt": opt_time(s.finished_at),
+        "durationMs": duration_ms(s.started_at, s.finished_at),
+    })
+}
+
+/// Every step of the definition in plan order, with its latest attempt and all attempts.
+pub fn steps(def: &Compiled, records: &[StepRecord]) -> Vec<Value> {
+    def.plan
+        .order
+        .iter()
+        .enumerate()
+        .map(|(index, &i)| {
+            let step = &def.plan.definition.steps[i];
+            let attempts: Vec<&StepRecord> = records.iter().filter(|r| r.step_id == step.id).collect();
+            let last = attempts.iter().max_by_key(|r| r.attempt);
+            json!({
+                "name": step.id,
+                "index": index,
+                "type": step.kind.type_name(),
+                "status": last.map_or(StepStatus::Pending, |r| r.status),
+                "attempt": last.map_or(0, |r| r.attempt),
+                "output": last.and_then(|r| r.output.clone()),
+                "error": last.and_then(|r| r.error.clone()),
+                "usage": last.and_then(|r| r.usage.clone()),
+                "meta": last.and_then(|r| r.meta.clone()),
+                "startedAt": opt_time(last.and_then(|r| r.started_at)),
+                "finishedAt": opt_time(last.and_then(|r| r.finished_at)),
+                "durationMs": duration_ms(last.and_then(|r| r.started_at), last.and_then(|r| r.finished_at)),
+                "attempts": attempts.iter().map(|r| attempt(r)).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+pub fn trace(events: &[EventRecord]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|e| json!({"at": time(e.at), "kind": e.kind, "step": e.step_id, "data": e.data}))
+        .collect()
+}
+
+pub fn definition(d: &DefinitionRecord) -> Value {
+    json!({
+        "id": d.version_id,
+        "definitionId": d.slug,
+        "version": d.version,
+        "label": d.label,
+        "hash": d.hash,
+        "createdAt": time(d.created_at),
+    })
+}
+
+pub fn hook(h: &HookRecord, base_url: &str) -> Value {
+    json!({
+        "token": h.token,
+        "status": h.status,
+        "step": h.step_id,
+        "type": h.kind,
+        "resumeUrl": format!("{}/v1/hooks/{}/resume", base_url.trim_end_matches('/'), h.token),
+        "createdAt": time(h.created_at),
+        "resumedAt": opt_time(h.resumed_at),
+    })
+}
