@@ -77,7 +77,7 @@ pub struct Doc {
 const WAIT: (&str, &str, &str) = (
     "wait",
     "Hold the request until the run is COMPLETED, FAILED, CANCELLED, PAUSED or WAITING, or this long passes (e.g. 30s, at most 5m).",
-    r#"{"type": "string"}"#,
+    r#"{"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d)?)+$"}"#,
 );
 const E400: (u16, &str, &str) = (400, "Invalid request", "");
 const E401: (u16, &str, &str) = (401, "Missing or invalid API key", "");

@@ -194,10 +194,10 @@ fn operation(d: &Doc) -> Value {
     }
     let mut responses = Map::new();
     for (code, description, schema) in d.responses {
-        let content = if *code >= 400 {
-            json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}})
-        } else if *schema == "html" {
+        let content = if *schema == "html" {
             json!({"text/html": {"schema": {"type": "string"}}})
+        } else if *code >= 400 {
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}})
         } else if *schema == "openapi" || *schema == "health" {
             json!({"application/json": {"schema": {"type": "object"}}})
         } else {

@@ -1,6 +1,7 @@
 //! The command line: parse arguments, run a command, turn its outcome into an exit code.
 //! This is the only layer that prints for humans.
 
+mod client;
 mod graph;
 mod keys;
 pub mod lint;
@@ -39,6 +40,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Manage API keys.
     Keys(keys::KeysArgs),
+    /// Start, inspect, resume, cancel and retry runs.
+    Runs(client::RunsArgs),
+    /// List, show and apply workflow definitions.
+    Definitions(client::DefinitionsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +85,8 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Worker(args) => run::worker(&args),
         Command::Serve(args) => serve::serve(&args),
         Command::Keys(args) => keys::run(&args),
+        Command::Runs(args) => client::runs(&args),
+        Command::Definitions(args) => client::definitions(&args),
     }
 }
 

@@ -7,5 +7,6 @@ mod crash;
 mod engine;
 mod fuzz;
 mod lint_corpus;
+mod serve;
 mod server;
 mod util;
