@@ -102,6 +102,9 @@ pub enum Code {
     RedundantNeed,
     RetryIgnored,
     NeverRuns,
+    TriggerSource,
+    InvalidCron,
+    InvalidTimezone,
 }
 
 impl Code {
@@ -137,6 +140,9 @@ impl Code {
             Code::RedundantNeed => "stepwise::definition::redundant_need",
             Code::RetryIgnored => "stepwise::definition::retry_ignored",
             Code::NeverRuns => "stepwise::definition::never_runs",
+            Code::TriggerSource => "stepwise::trigger::source",
+            Code::InvalidCron => "stepwise::trigger::invalid_cron",
+            Code::InvalidTimezone => "stepwise::trigger::invalid_timezone",
         }
     }
 

@@ -101,6 +101,7 @@ impl From<EngineError> for ApiError {
                 ApiError::Validation { message, details }
             }
             EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::Unauthorized(m) => ApiError::Auth(m),
             EngineError::ShuttingDown => {
                 ApiError::Unavailable("the server is shutting down".into())
             }

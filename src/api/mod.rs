@@ -5,6 +5,7 @@ mod auth;
 mod definitions;
 mod error;
 mod extract;
+mod history;
 mod hooks;
 mod openapi;
 mod runs;
@@ -33,6 +34,10 @@ pub struct AppState {
     pub insecure_no_auth: bool,
     /// Base of `resumeUrl`s; without it, taken from the request's Host.
     pub public_url: Option<String>,
+    /// Webhooks, schedules and polls, when the server runs them.
+    pub triggers: Option<Arc<crate::triggers::Triggers>>,
+    /// Model prices for the usage cost line (`STEPWISE_PRICES`).
+    pub prices: serde_json::Value,
     keys: Arc<auth::KeyCache>,
 }
 
@@ -42,8 +47,18 @@ impl AppState {
             engine,
             insecure_no_auth,
             public_url,
+            triggers: None,
+            prices: std::env::var("STEPWISE_PRICES")
+                .ok()
+                .and_then(|p| serde_json::from_str(&p).ok())
+                .unwrap_or(serde_json::Value::Null),
             keys: Arc::default(),
         }
+    }
+
+    pub fn with_triggers(mut self, triggers: Arc<crate::triggers::Triggers>) -> Self {
+        self.triggers = Some(triggers);
+        self
     }
 
     fn base_url(&self, headers: &HeaderMap) -> String {
@@ -331,6 +346,94 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                 ],
             },
             get(hooks::resume_get),
+        ),
+        (
+            Doc {
+                method: "GET",
+                path: "/v1/history",
+                operation_id: "history",
+                summary: "Run history across workflows (seed 002): filter by kind, status, definition and time",
+                tag: "history",
+                auth: true,
+                query: &[
+                    (
+                        "kind",
+                        "Only `workflow` is recorded",
+                        r#"{"type": "string", "enum": ["workflow"]}"#,
+                    ),
+                    (
+                        "status",
+                        "Filter by status (any case)",
+                        r#"{"type": "string"}"#,
+                    ),
+                    (
+                        "definitionId",
+                        "Filter by definition (slug or wfdef_ id)",
+                        r#"{"type": "string"}"#,
+                    ),
+                    (
+                        "from",
+                        "Created at or after (RFC 3339)",
+                        r#"{"type": "string", "format": "date-time"}"#,
+                    ),
+                    (
+                        "to",
+                        "Created before (RFC 3339)",
+                        r#"{"type": "string", "format": "date-time"}"#,
+                    ),
+                    (
+                        "page",
+                        "Page number (min 1)",
+                        r#"{"type": "integer", "minimum": 1}"#,
+                    ),
+                    (
+                        "pageSize",
+                        "Results per page (1-100)",
+                        r#"{"type": "integer", "minimum": 1, "maximum": 100}"#,
+                    ),
+                ],
+                body: None,
+                responses: &[(200, "A page of runs", "Run[]"), E400, E401],
+            },
+            get(history::list),
+        ),
+        (
+            Doc {
+                method: "POST",
+                path: "/v1/webhooks/{endpoint}",
+                operation_id: "webhook",
+                summary: "A webhook trigger: the body (validated against its schema, signature checked) starts a run; a redelivery with the same id starts none",
+                tag: "triggers",
+                auth: false,
+                query: &[],
+                body: Some("any"),
+                responses: &[
+                    (202, "A run was started", "HookAccepted"),
+                    (
+                        200,
+                        "A redelivery: the run it started before",
+                        "HookAccepted",
+                    ),
+                    E400,
+                    E401,
+                    E404,
+                ],
+            },
+            post(history::webhook),
+        ),
+        (
+            Doc {
+                method: "GET",
+                path: "/v1/triggers",
+                operation_id: "listTriggers",
+                summary: "Triggers the server runs, with their state (next due time, cursor)",
+                tag: "triggers",
+                auth: true,
+                query: &[],
+                body: None,
+                responses: &[(200, "Triggers", ""), E401],
+            },
+            get(history::triggers),
         ),
         (
             Doc {

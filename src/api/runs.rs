@@ -235,6 +235,13 @@ pub async fn detail(
         Value::Array(views::steps(&compiled, &steps)),
     );
     v.insert("trigger".into(), run.trigger.clone());
+    v.insert(
+        "actor".into(),
+        run.trigger.get("actor").cloned().unwrap_or(Value::Null),
+    );
+    if include.contains(&"usage") || include.contains(&"steps") {
+        v.insert("usage".into(), super::history::usage(&steps, &state.prices));
+    }
     if let Some(events) = events {
         v.insert("trace".into(), Value::Array(views::trace(&events)));
     }

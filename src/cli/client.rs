@@ -103,6 +103,82 @@ enum RunsCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(subcommand)]
+    command: HistoryCommand,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum HistoryCommand {
+    /// Runs across workflows, newest first.
+    List {
+        /// Only `workflow` is recorded.
+        #[arg(long, default_value = "workflow")]
+        kind: String,
+        /// e.g. failed, COMPLETED.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        definition: Option<String>,
+        /// Created at or after (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Created before (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        page: u64,
+        #[arg(long, default_value_t = 20)]
+        page_size: u64,
+    },
+    /// Everything about one run: input, output or error, steps with attempts, usage,
+    /// trigger, timing and trace.
+    Get { id: String },
+}
+
+pub fn history(args: &HistoryArgs) -> Outcome {
+    with_backend(&args.client, |backend| async move {
+        let o = args.client.output;
+        match &args.command {
+            HistoryCommand::List {
+                kind,
+                status,
+                definition,
+                from,
+                to,
+                page,
+                page_size,
+            } => {
+                let path = format!(
+                    "/v1/history{}",
+                    query(&[
+                        ("kind", Some(kind.clone())),
+                        ("status", status.clone()),
+                        ("definitionId", definition.clone()),
+                        ("from", from.clone()),
+                        ("to", to.clone()),
+                        ("page", Some(page.to_string())),
+                        ("pageSize", Some(page_size.to_string())),
+                    ])
+                );
+                let r = backend.call("GET", &path, None).await?;
+                Ok(print_reply(&r, o, true, "run"))
+            }
+            HistoryCommand::Get { id } => {
+                let path = format!(
+                    "/v1/workflow-runs/{}?include=trigger,steps,trace,usage",
+                    path_segment(id)
+                );
+                let r = backend.call("GET", &path, None).await?;
+                Ok(print_reply(&r, o, false, "run"))
+            }
+        }
+    })
+}
+
+#[derive(Debug, Args)]
 pub struct DefinitionsArgs {
     #[command(subcommand)]
     command: DefinitionsCommand,

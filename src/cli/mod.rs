@@ -44,6 +44,8 @@ enum Command {
     Runs(client::RunsArgs),
     /// List, show and apply workflow definitions.
     Definitions(client::DefinitionsArgs),
+    /// Run history: list runs across workflows, show one in full.
+    History(client::HistoryArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,6 +89,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Keys(args) => keys::run(&args),
         Command::Runs(args) => client::runs(&args),
         Command::Definitions(args) => client::definitions(&args),
+        Command::History(args) => client::history(&args),
     }
 }
 

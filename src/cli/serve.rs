@@ -14,6 +14,7 @@ use crate::api::{AppState, is_loopback, router};
 use crate::diagnostics::render_human;
 use crate::engine::Engine;
 use crate::store::DEFAULT_WORKSPACE;
+use crate::triggers::Triggers;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -30,6 +31,12 @@ pub struct ServeArgs {
     /// Base URL clients reach this server at, for hook `resumeUrl`s (default: the request's Host).
     #[arg(long, env = "STEPWISE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Delete finished runs (COMPLETED, FAILED, CANCELLED) older than this, e.g. 30d. Off by default.
+    #[arg(long, env = "STEPWISE_RETENTION")]
+    retention: Option<String>,
+    /// Export each finished run's trace as OpenTelemetry spans (OTLP/HTTP JSON) to this endpoint.
+    #[arg(long, env = "STEPWISE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(flatten)]
     db: DbArgs,
 }
@@ -42,6 +49,18 @@ pub fn serve(args: &ServeArgs) -> Outcome {
         );
         return Outcome::CouldNotRun;
     }
+    let retention = match args
+        .retention
+        .as_deref()
+        .map(crate::duration::parse)
+        .transpose()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: --retention: {e}");
+            return Outcome::CouldNotRun;
+        }
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -68,19 +87,35 @@ pub fn serve(args: &ServeArgs) -> Outcome {
         if args.insecure_no_auth {
             eprintln!("WARNING: --insecure-no-auth: anyone who can reach {addr} can start, resume and cancel runs. Never use this outside local development.");
         }
+        let triggers = Triggers::new(engine.clone(), DEFAULT_WORKSPACE);
         if let Some(dir) = &args.definitions {
             let mut seen = HashMap::new();
-            load_definitions(&engine, dir, &mut seen).await;
-            let (engine, dir) = (engine.clone(), dir.clone());
+            load_definitions(&engine, &triggers, dir, &mut seen).await;
+            let (engine, triggers, dir) = (engine.clone(), triggers.clone(), dir.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    load_definitions(&engine, &dir, &mut seen).await;
+                    load_definitions(&engine, &triggers, &dir, &mut seen).await;
                 }
             });
         }
+        {
+            let triggers = triggers.clone();
+            tokio::spawn(async move {
+                loop {
+                    triggers.tick().await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+        if let Some(age) = retention {
+            crate::history::spawn_retention(engine.clone(), age);
+        }
+        if let Some(endpoint) = &args.otlp_endpoint {
+            crate::otlp::spawn_exporter(engine.clone(), endpoint.clone());
+        }
         eprintln!("stepwise listening on http://{addr} (database {})", args.db.db.display());
-        let app = router(AppState::new(engine.clone(), args.insecure_no_auth, args.public_url.clone()));
+        let app = router(AppState::new(engine.clone(), args.insecure_no_auth, args.public_url.clone()).with_triggers(triggers));
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
         // In-flight steps are left RUNNING and resume at the next start; commits are finished.
         engine.shutdown().await;
@@ -97,8 +132,14 @@ pub fn serve(args: &ServeArgs) -> Outcome {
     })
 }
 
-/// Apply every changed `*.yaml`/`*.yml` in `dir`; invalid files are refused with diagnostics.
-async fn load_definitions(engine: &Engine, dir: &Path, seen: &mut HashMap<PathBuf, SystemTime>) {
+/// Apply every changed `*.yaml`/`*.yml` in `dir` (workflows and triggers); invalid files are
+/// refused with their diagnostics.
+async fn load_definitions(
+    engine: &Engine,
+    triggers: &Triggers,
+    dir: &Path,
+    seen: &mut HashMap<PathBuf, SystemTime>,
+) {
     let (files, problems) = super::lint::collect_files(&[dir.to_path_buf()]);
     for (p, e) in problems {
         eprintln!("error: cannot read {}: {e}", p.display());
@@ -119,6 +160,25 @@ async fn load_definitions(engine: &Engine, dir: &Path, seen: &mut HashMap<PathBu
             }
         };
         let name = path.display().to_string();
+        let file = crate::diagnostics::SourceFile::new(name.clone(), source.as_str());
+        let is_trigger =
+            crate::yaml::parse(&file).is_ok_and(|d| crate::triggers::is_trigger(&d.value));
+        if is_trigger {
+            let l = crate::validate::lint(&file);
+            match l.trigger {
+                Some(t) => {
+                    eprintln!("loaded {name} ({})", t.label());
+                    triggers.set(t);
+                }
+                None => {
+                    eprintln!("refused {name}:");
+                    for d in &l.diagnostics {
+                        eprint!("{}", render_human(&file, d, false, 100));
+                    }
+                }
+            }
+            continue;
+        }
         match engine
             .apply_definition(DEFAULT_WORKSPACE, &name, &source)
             .await

@@ -82,6 +82,9 @@ pub enum EngineError {
     /// 409: the run is not in a state that allows this.
     #[error("{0}")]
     Conflict(String),
+    /// 401: a webhook signature or credential does not match.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the engine is shutting down")]
@@ -476,6 +479,11 @@ impl Engine {
     }
 
     pub(crate) fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The engine's clock, for history sweeps that must agree with it.
+    pub fn now_for_history(&self) -> Timestamp {
         self.inner.clock.now()
     }
 }

@@ -595,6 +595,9 @@ impl Scheduler {
         let mut run = self.lookup(workspace_id, run_id)?;
         let r = self.apply_resume(&mut run, resume, actor);
         if r.is_ok() {
+            if actor == "hook" {
+                self.event(&run.rec.id, "hook.resumed", None, json!({}));
+            }
             self.refresh(&mut run);
         }
         let out = r.map(|()| run.rec.clone());

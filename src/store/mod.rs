@@ -253,6 +253,14 @@ pub trait Store: Send + Sync + 'static {
     fn timers_due(&self, before: Timestamp, limit: usize) -> Result<Vec<TimerRecord>>;
     fn hook(&self, token: &str) -> Result<Option<HookRecord>>;
     fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+
+    /// A trigger's persisted state (a schedule's next due time, a poll's cursor).
+    fn trigger_state(&self, workspace_id: &str, name: &str) -> Result<Option<Value>>;
+    fn put_trigger_state(&self, workspace_id: &str, name: &str, state: &Value) -> Result<()>;
+
+    /// Delete up to `limit` runs that finished (COMPLETED, FAILED, CANCELLED) before
+    /// `before`, with their steps, events, signals, hooks and timers. Returns how many.
+    fn delete_finished_before(&self, before: Timestamp, limit: usize) -> Result<usize>;
     fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
     fn hooks_for_run(&self, run_id: &str) -> Result<Vec<HookRecord>>;
 }

@@ -138,6 +138,15 @@ CREATE TABLE api_keys (
     created_at   INTEGER NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE trigger_state (
+    workspace_id TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, name)
+) WITHOUT ROWID;
+CREATE INDEX runs_by_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -783,6 +792,56 @@ impl Store for SqliteStore {
                 params![key.hash, key.workspace_id, key.prefix, micros(key.created_at)],
             )
             .map(|_| ())
+        })
+    }
+
+    fn trigger_state(&self, workspace_id: &str, name: &str) -> Result<Option<Value>> {
+        self.read(|c| {
+            let text: Option<String> = c
+                .query_row(
+                    "SELECT state FROM trigger_state WHERE workspace_id = ?1 AND name = ?2",
+                    params![workspace_id, name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            parse_json(text)
+        })
+    }
+
+    fn put_trigger_state(&self, workspace_id: &str, name: &str, state: &Value) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO trigger_state (workspace_id, name, state) VALUES (?1, ?2, ?3)",
+                params![workspace_id, name, json_text(state)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn delete_finished_before(&self, before: Timestamp, limit: usize) -> Result<usize> {
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let ids: Vec<String> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
+                     AND status IN ('COMPLETED', 'FAILED', 'CANCELLED') LIMIT ?2",
+                )?;
+                stmt.query_map(
+                    params![micros(before), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| r.get(0),
+                )?
+                .collect::<rusqlite::Result<_>>()?
+            };
+            for id in &ids {
+                for table in ["step_executions", "events", "signals", "hooks", "timers"] {
+                    tx.prepare_cached(&format!("DELETE FROM {table} WHERE run_id = ?1"))?
+                        .execute(params![id])?;
+                }
+                tx.prepare_cached("DELETE FROM runs WHERE id = ?1")?
+                    .execute(params![id])?;
+            }
+            tx.commit()?;
+            Ok(ids.len())
         })
     }
 

@@ -19,6 +19,8 @@ pub struct Lint {
     pub diagnostics: Vec<Diagnostic>,
     /// The definition, when the file has no errors (warnings allowed).
     pub definition: Option<Definition>,
+    /// The trigger, when the file is a trigger without errors.
+    pub trigger: Option<crate::triggers::Trigger>,
 }
 
 impl Lint {
@@ -39,6 +41,7 @@ pub fn lint(file: &SourceFile) -> Lint {
             return Lint {
                 diagnostics: vec![d],
                 definition: None,
+                trigger: None,
             };
         }
     };
@@ -66,6 +69,22 @@ fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
                 .with_label("expected a mapping"),
             ],
             definition: None,
+            trigger: None,
+        };
+    }
+    if crate::triggers::is_trigger(value) {
+        let mut diagnostics = crate::triggers::lint::lint(value, spans);
+        diagnostics.sort_by_key(|d| (d.span.start, d.code.as_str()));
+        diagnostics.dedup();
+        let ok = !diagnostics.iter().any(Diagnostic::is_error);
+        return Lint {
+            diagnostics,
+            definition: None,
+            trigger: if ok {
+                crate::triggers::Trigger::from_value(value)
+            } else {
+                None
+            },
         };
     }
     let mut diagnostics = schema::check(value, spans);
@@ -78,5 +97,6 @@ fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
     Lint {
         diagnostics,
         definition: (!has_errors).then_some(def),
+        trigger: None,
     }
 }

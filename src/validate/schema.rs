@@ -11,6 +11,27 @@ use crate::yaml::{SpanIndex, pointer_push};
 
 /// The definition format's JSON Schema, as shipped in `schemas/`.
 pub const WORKFLOW_SCHEMA: &str = include_str!("../../schemas/workflow.schema.json");
+/// The trigger format's JSON Schema.
+pub const TRIGGER_SCHEMA: &str = include_str!("../../schemas/trigger.schema.json");
+
+/// Which format a document is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Workflow,
+    Trigger,
+}
+
+pub const TRIGGER_FIELDS: &[&str] = &[
+    "$schema",
+    "trigger",
+    "workflow",
+    "description",
+    "enabled",
+    "transform",
+    "webhook",
+    "schedule",
+    "poll",
+];
 
 pub const TOP_FIELDS: &[&str] = &[
     "$schema",
@@ -53,21 +74,31 @@ pub fn type_fields(step_type: &str) -> &'static [&'static str] {
     }
 }
 
-fn validator() -> Option<&'static Validator> {
-    static V: OnceLock<Option<Validator>> = OnceLock::new();
-    V.get_or_init(|| {
-        let schema: Value = serde_json::from_str(WORKFLOW_SCHEMA).ok()?;
-        jsonschema::options()
-            .should_validate_formats(false)
-            .build(&schema)
-            .ok()
-    })
-    .as_ref()
+fn build(text: &str) -> Option<Validator> {
+    let schema: Value = serde_json::from_str(text).ok()?;
+    jsonschema::options()
+        .should_validate_formats(false)
+        .build(&schema)
+        .ok()
+}
+
+fn validator(format: Format) -> Option<&'static Validator> {
+    static W: OnceLock<Option<Validator>> = OnceLock::new();
+    static T: OnceLock<Option<Validator>> = OnceLock::new();
+    match format {
+        Format::Workflow => W.get_or_init(|| build(WORKFLOW_SCHEMA)).as_ref(),
+        Format::Trigger => T.get_or_init(|| build(TRIGGER_SCHEMA)).as_ref(),
+    }
 }
 
 /// Check `doc` against the definition schema; every violation becomes a diagnostic.
 pub fn check(doc: &Value, spans: &SpanIndex) -> Vec<Diagnostic> {
-    let Some(validator) = validator() else {
+    check_format(Format::Workflow, doc, spans)
+}
+
+/// Check `doc` against the schema of `format`.
+pub fn check_format(format: Format, doc: &Value, spans: &SpanIndex) -> Vec<Diagnostic> {
+    let Some(validator) = validator(format) else {
         return vec![Diagnostic::new(
             Code::Schema,
             Default::default(),
@@ -91,7 +122,7 @@ pub fn check(doc: &Value, spans: &SpanIndex) -> Vec<Diagnostic> {
                 if bad_type_steps.contains(&path) {
                     continue;
                 }
-                let (allowed, what) = allowed_fields(doc, &path);
+                let (allowed, what) = allowed_fields(format, doc, &path);
                 // A failed `then` branch leaves its own fields "unevaluated"; those are reported
                 // by the branch's error, not as unknown.
                 for name in unexpected.iter().filter(|n| !allowed.contains(&n.as_str())) {
@@ -114,7 +145,7 @@ pub fn check(doc: &Value, spans: &SpanIndex) -> Vec<Diagnostic> {
             }
             ValidationErrorKind::Required { property } => {
                 let name = property.as_str().unwrap_or_default();
-                let (_, what) = allowed_fields(doc, &path);
+                let (_, what) = allowed_fields(format, doc, &path);
                 let span = if path.is_empty() {
                     Default::default()
                 } else {
@@ -195,7 +226,30 @@ fn instance_at<'a>(doc: &'a Value, pointer: &str) -> Option<&'a Value> {
 }
 
 /// The fields allowed at `pointer`, and a phrase naming the place (" in a `wait` step").
-fn allowed_fields(doc: &Value, pointer: &str) -> (Vec<&'static str>, String) {
+fn allowed_fields(format: Format, doc: &Value, pointer: &str) -> (Vec<&'static str>, String) {
+    if format == Format::Trigger {
+        return match pointer {
+            "" => (TRIGGER_FIELDS.to_vec(), " at the top of the trigger".into()),
+            "/webhook" => (
+                vec!["endpoint", "schema", "signature", "idempotency"],
+                " in `webhook`".into(),
+            ),
+            "/webhook/signature" => (
+                vec!["type", "header", "secret"],
+                " in `webhook.signature`".into(),
+            ),
+            "/webhook/idempotency" => (vec!["header", "field"], " in `webhook.idempotency`".into()),
+            "/schedule" => (
+                vec!["cron", "timezone", "every", "missed"],
+                " in `schedule`".into(),
+            ),
+            "/poll" => (
+                vec!["url", "interval", "headers", "items", "key", "cursor"],
+                " in `poll`".into(),
+            ),
+            _ => (Vec::new(), String::new()),
+        };
+    }
     if pointer.is_empty() {
         return (TOP_FIELDS.to_vec(), " at the top of the definition".into());
     }
@@ -244,6 +298,8 @@ fn describe(pointer: &str) -> String {
 fn pattern_message(pointer: &str) -> String {
     let segments: Vec<&str> = pointer.split('/').skip(1).collect();
     match segments.as_slice() {
+        ["trigger"] => "a trigger name must be a slug: lowercase letters, digits and `-` (e.g. `signup`)".into(),
+        ["webhook", "endpoint"] => "a webhook `endpoint` must be a slug: lowercase letters, digits and `-` (it becomes /v1/webhooks/<endpoint>)".into(),
         ["id"] => "the definition `id` must be a slug: lowercase letters, digits and `-`, starting with a letter or digit, at most 63 characters (e.g. `lead-router`)".into(),
         ["steps", _, "id"] => "a step `id` must start with a letter or `_` and hold only letters, digits and `_` (templates read it as `steps.<id>`)".into(),
         ["steps", _, "signal"] => "a `signal` holds only letters, digits and `._:-`, at most 128 characters (e.g. `payment.confirmed`)".into(),

@@ -77,6 +77,9 @@ fn broken_corpus_covers_every_code() {
         RedundantNeed,
         RetryIgnored,
         NeverRuns,
+        TriggerSource,
+        InvalidCron,
+        InvalidTimezone,
     ];
     let dir = Path::new("tests/lint/broken");
     let mut expected = Vec::new();

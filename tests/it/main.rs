@@ -9,4 +9,5 @@ mod fuzz;
 mod lint_corpus;
 mod serve;
 mod server;
+mod triggers;
 mod util;

@@ -28,6 +28,10 @@ pub struct Shared {
     failures: Arc<Mutex<HashMap<String, u32>>>,
     /// Answers the chat endpoint gives, in order; the last one repeats.
     pub llm_answers: Arc<Mutex<VecDeque<String>>>,
+    /// What `/feed` lists (for poll triggers).
+    pub feed: Arc<Mutex<Vec<Value>>>,
+    /// Bodies posted to `/v1/traces` (OTLP).
+    pub traces: Arc<Mutex<Vec<Value>>>,
 }
 
 pub struct TestServer {
@@ -44,6 +48,8 @@ impl TestServer {
             .route("/status/{code}", any(status))
             .route("/slow/{ms}", any(slow))
             .route("/v1/chat/completions", post(chat))
+            .route("/feed", any(feed))
+            .route("/v1/traces", post(traces))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -134,6 +140,24 @@ async fn slow(
     let seen = record(&s, format!("/slow/{ms}"), &headers, &body);
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     Json(json!({"ok": true, "got": seen.body}))
+}
+
+async fn feed(State(s): State<Shared>, headers: HeaderMap, uri: axum::http::Uri) -> Json<Value> {
+    record(
+        &s,
+        format!("/feed?{}", uri.query().unwrap_or_default()),
+        &headers,
+        b"",
+    );
+    Json(json!({"tickets": s.feed.lock().unwrap().clone()}))
+}
+
+async fn traces(State(s): State<Shared>, body: axum::body::Bytes) -> StatusCode {
+    s.traces
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    StatusCode::OK
 }
 
 async fn status(

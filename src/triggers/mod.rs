@@ -1,0 +1,9 @@
+//! Triggers: webhooks, schedules and polls that start runs (seed 000), declared in YAML
+//! files beside the workflows and linted like them.
+
+pub mod lint;
+pub mod model;
+pub mod runner;
+
+pub use model::{Trigger, is_trigger};
+pub use runner::Triggers;
