@@ -43,7 +43,7 @@ pub const ACTIONS: &[Action] = &[
         args: &[
             opt(
                 "method",
-                "GET, POST, PUT, PATCH, DELETE, HEAD (default GET)",
+                "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS (default GET)",
             ),
             req("url", "the URL"),
             opt("headers", "a mapping of header names to values"),

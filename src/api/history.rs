@@ -159,9 +159,16 @@ pub async fn webhook(
 
 pub async fn triggers(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let mut out = Vec::new();
-    for t in state.triggers.iter().flat_map(|t| t.list()) {
+    let Some(triggers) = state
+        .triggers
+        .as_ref()
+        .filter(|t| t.workspace_id() == caller.workspace_id)
+    else {
+        return Ok(ok(StatusCode::OK, Value::Array(out)));
+    };
+    for t in triggers.list() {
         let store = state.engine.store().clone();
-        let (ws, name) = (caller.workspace_id.clone(), t.name.clone());
+        let (ws, name) = (triggers.workspace_id().to_string(), t.name.clone());
         let st = tokio::task::spawn_blocking(move || store.trigger_state(&ws, &name))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;

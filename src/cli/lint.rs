@@ -111,7 +111,11 @@ pub fn run(args: &LintArgs) -> Outcome {
             for (p, e) in &problems {
                 let _ = writeln!(err, "error: cannot read {}: {e}", p.display());
             }
-            let _ = writeln!(err, "{}", summary(linted.len(), errors, warnings));
+            let _ = writeln!(
+                err,
+                "{}",
+                summary(linted.len(), errors, warnings, problems.len())
+            );
         }
         LintFormat::Json => {
             let diagnostics: Vec<JsonDiagnostic<'_>> = linted
@@ -144,7 +148,11 @@ pub fn run(args: &LintArgs) -> Outcome {
             for (p, e) in &problems {
                 let _ = writeln!(out, "::error file={}::cannot read: {e}", p.display());
             }
-            let _ = writeln!(err, "{}", summary(linted.len(), errors, warnings));
+            let _ = writeln!(
+                err,
+                "{}",
+                summary(linted.len(), errors, warnings, problems.len())
+            );
         }
     }
     if !problems.is_empty() {
@@ -164,8 +172,16 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
-fn summary(files: usize, errors: usize, warnings: usize) -> String {
-    if errors == 0 && warnings == 0 {
+fn summary(files: usize, errors: usize, warnings: usize, unreadable: usize) -> String {
+    if unreadable > 0 {
+        format!(
+            "{} checked: {}, {}; {} could not be read",
+            plural(files, "file"),
+            plural(errors, "error"),
+            plural(warnings, "warning"),
+            plural(unreadable, "path")
+        )
+    } else if errors == 0 && warnings == 0 {
         format!("{} checked, no problems", plural(files, "file"))
     } else {
         format!(

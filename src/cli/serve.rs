@@ -103,7 +103,9 @@ pub fn serve(args: &ServeArgs) -> Outcome {
             let triggers = triggers.clone();
             tokio::spawn(async move {
                 loop {
-                    triggers.tick().await;
+                    // Not awaited: a trigger still busy from the last tick is skipped.
+                    let t = triggers.clone();
+                    tokio::spawn(async move { t.tick().await });
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             });
@@ -132,15 +134,31 @@ pub fn serve(args: &ServeArgs) -> Outcome {
     })
 }
 
+/// What the folder watcher remembers of a file.
+struct Seen {
+    modified: SystemTime,
+    /// The trigger the file declares, to stop it when the file goes.
+    trigger: Option<String>,
+}
+
 /// Apply every changed `*.yaml`/`*.yml` in `dir` (workflows and triggers); invalid files are
 /// refused with their diagnostics.
 async fn load_definitions(
     engine: &Engine,
     triggers: &Triggers,
     dir: &Path,
-    seen: &mut HashMap<PathBuf, SystemTime>,
+    seen: &mut HashMap<PathBuf, Seen>,
 ) {
     let (files, problems) = super::lint::collect_files(&[dir.to_path_buf()]);
+    // A trigger whose file is gone stops; a workflow's stored versions stay (runs pin them).
+    seen.retain(|path, s| {
+        let keep = files.contains(path);
+        if !keep && let Some(name) = &s.trigger {
+            eprintln!("removed {} (trigger {name})", path.display());
+            triggers.remove(name);
+        }
+        keep
+    });
     for (p, e) in problems {
         eprintln!("error: cannot read {}: {e}", p.display());
     }
@@ -148,10 +166,16 @@ async fn load_definitions(
         let modified = std::fs::metadata(&path)
             .and_then(|m| m.modified())
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        if seen.get(&path) == Some(&modified) {
+        if seen.get(&path).is_some_and(|s| s.modified == modified) {
             continue;
         }
-        seen.insert(path.clone(), modified);
+        seen.insert(
+            path.clone(),
+            Seen {
+                modified,
+                trigger: None,
+            },
+        );
         let source = match std::fs::read_to_string(&path) {
             Ok(s) => s,
             Err(e) => {
@@ -167,8 +191,16 @@ async fn load_definitions(
             let l = crate::validate::lint(&file);
             match l.trigger {
                 Some(t) => {
-                    eprintln!("loaded {name} ({})", t.label());
-                    triggers.set(t);
+                    let (label, trigger_name) = (t.label(), t.name.clone());
+                    match triggers.set(t) {
+                        Ok(()) => {
+                            eprintln!("loaded {name} ({label})");
+                            if let Some(s) = seen.get_mut(&path) {
+                                s.trigger = Some(trigger_name);
+                            }
+                        }
+                        Err(e) => eprintln!("refused {name}: {e}"),
+                    }
                 }
                 None => {
                     eprintln!("refused {name}:");

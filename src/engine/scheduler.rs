@@ -22,8 +22,8 @@ use crate::definition::{Backoff, Retry, StepKind};
 use crate::exec::{self, StepError, Success};
 use crate::model::{RUN_PREFIX, RunStatus, StepStatus, new_id, new_token};
 use crate::store::{
-    EventRecord, HookRecord, RunRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord,
-    Write,
+    EventRecord, HookRecord, RunRecord, RunUpdate, StepRecord, Store, StoreError, TimerKind,
+    TimerRecord, Write,
 };
 use crate::template;
 
@@ -79,6 +79,7 @@ pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> sup
                     return;
                 }
             };
+            let engine_secrets = engine.config().secrets.clone();
             let s = Scheduler {
                 store: engine.inner.store.clone(),
                 engine,
@@ -96,6 +97,7 @@ pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> sup
                 timer_keys: HashSet::new(),
                 next_refresh: Timestamp::UNIX_EPOCH,
                 shutdown: None,
+                secrets_mj: template::context(&json!(engine_secrets)),
             };
             rt.block_on(s.run());
         })
@@ -123,6 +125,8 @@ struct Scheduler {
     timer_keys: HashSet<(String, String, u8)>,
     next_refresh: Timestamp,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// `secrets` as a template value, converted once.
+    secrets_mj: minijinja::Value,
 }
 
 fn snapshot_reply<T: Send + 'static>(
@@ -473,7 +477,7 @@ impl Scheduler {
             self.pending_keys
                 .insert((rec.workspace_id.clone(), key.clone()), rec.id.clone());
         }
-        self.writes.push(Write::InsertRun(rec.clone()));
+        self.writes.push(Write::insert_run(rec.clone()));
         self.event(
             &rec.id,
             "run.created",
@@ -563,7 +567,7 @@ impl Scheduler {
                 rec.status = StepStatus::Cancelled;
                 rec.finished_at = Some(now);
                 slot.record = Some(rec.clone());
-                self.writes.push(Write::PutStep(rec));
+                self.writes.push(Write::put_step(rec));
             }
         }
         run.rec.status = RunStatus::Cancelled;
@@ -571,7 +575,7 @@ impl Scheduler {
         run.rec.finished_at = Some(now);
         run.rec.updated_at = now;
         run.rec.current_step_index = run.current_step_index();
-        self.writes.push(Write::UpdateRun(run.rec.clone()));
+        self.writes.push(Write::UpdateRun(RunUpdate::of(&run.rec)));
         self.writes.push(Write::DeleteRunTimers {
             run_id: run.rec.id.clone(),
         });
@@ -775,7 +779,7 @@ impl Scheduler {
         run.rec.finished_at = None;
         run.rec.updated_at = now;
         run.rec.current_step_index = run.current_step_index();
-        self.writes.push(Write::UpdateRun(run.rec.clone()));
+        self.writes.push(Write::UpdateRun(RunUpdate::of(&run.rec)));
         self.event(
             run_id,
             "run.retried",
@@ -812,11 +816,11 @@ impl Scheduler {
     }
 
     fn start(&mut self, run: &mut Active, i: usize) {
-        let step = run.def.plan.definition.steps[i].clone();
+        let def = run.def.clone();
+        let step = &def.plan.definition.steps[i];
         let engine = self.engine.clone();
         let secrets = &engine.config().secrets;
-        let ctx_json = run.context(secrets);
-        let ctx = template::context(&ctx_json);
+        let ctx = run.mj_context(&self.secrets_mj);
         let now = self.now();
         self.touched.insert(run.rec.id.clone());
         if let Some(when) = &step.when {
@@ -837,7 +841,7 @@ impl Scheduler {
                     rec.started_at = Some(now);
                     rec.finished_at = Some(now);
                     slot.record = Some(rec.clone());
-                    self.writes.push(Write::PutStep(rec));
+                    self.writes.push(Write::put_step(rec));
                     self.event(&run.rec.id, "step.skipped", Some(&step.id), json!({}));
                     self.step_update(run, i);
                     return;
@@ -1019,7 +1023,7 @@ impl Scheduler {
                     run.slots[i].status = StepStatus::Waiting;
                     if let Some(rec) = run.slots[i].record.as_mut() {
                         rec.status = StepStatus::Waiting;
-                        self.writes.push(Write::PutStep(rec.clone()));
+                        self.writes.push(Write::put_step(rec.clone()));
                     }
                     self.add_timer(&run.rec.id, &step.id, TimerKind::Wake, due);
                     // The maximum lifetime of a suspended run applies to sleeps too.
@@ -1076,7 +1080,7 @@ impl Scheduler {
         F: std::future::Future<Output = Result<Success, StepError>> + Send + 'static,
     {
         if let Some(rec) = run.slots[i].record.clone() {
-            self.writes.push(Write::PutStep(rec));
+            self.writes.push(Write::put_step(rec));
         }
         let step_id = run.def.plan.definition.steps[i].id.clone();
         self.event(
@@ -1113,7 +1117,7 @@ impl Scheduler {
         run.slots[i].status = StepStatus::Waiting;
         if let Some(rec) = run.slots[i].record.as_mut() {
             rec.status = StepStatus::Waiting;
-            self.writes.push(Write::PutStep(rec.clone()));
+            self.writes.push(Write::put_step(rec.clone()));
         }
         self.writes.push(Write::PutHook(HookRecord {
             token: new_token(),
@@ -1193,7 +1197,7 @@ impl Scheduler {
             }
         }
         if let Some(rec) = run.slots[i].record.clone() {
-            self.writes.push(Write::PutStep(rec));
+            self.writes.push(Write::put_step(rec));
         }
         self.step_update(run, i);
         let key = format!("{}:{}:{}", run.rec.id, step_id, run.slots[i].attempt);
@@ -1274,6 +1278,7 @@ impl Scheduler {
         let step_id = run.def.plan.definition.steps[i].id.clone();
         let slot = &mut run.slots[i];
         slot.status = StepStatus::Completed;
+        slot.mj_output = Some(template::context(&output));
         slot.output = Some(output.clone());
         slot.committed = false;
         let mut rec = slot.record.clone().unwrap_or_else(|| {
@@ -1293,7 +1298,7 @@ impl Scheduler {
         rec.started_at.get_or_insert(now);
         rec.finished_at = Some(now);
         slot.record = Some(rec.clone());
-        self.writes.push(Write::PutStep(rec));
+        self.writes.push(Write::put_step(rec));
         self.event(
             &run.rec.id,
             "step.completed",
@@ -1318,7 +1323,7 @@ impl Scheduler {
         rec.started_at.get_or_insert(now);
         rec.finished_at = Some(now);
         slot.record = Some(rec.clone());
-        self.writes.push(Write::PutStep(rec));
+        self.writes.push(Write::put_step(rec));
         self.touched.insert(run.rec.id.clone());
         let retries_left =
             err.retryable && attempt < max_attempts(&step.retry) && !run.rec.status.is_terminal();
@@ -1361,7 +1366,7 @@ impl Scheduler {
             if let Some(rec) = run.slots[j].record.as_mut() {
                 rec.status = StepStatus::Cancelled;
                 rec.finished_at = Some(now);
-                self.writes.push(Write::PutStep(rec.clone()));
+                self.writes.push(Write::put_step(rec.clone()));
             }
         }
         for slot in &mut run.slots {
@@ -1371,7 +1376,7 @@ impl Scheduler {
                 if let Some(rec) = slot.record.as_mut() {
                     rec.status = StepStatus::Cancelled;
                     rec.finished_at = Some(now);
-                    self.writes.push(Write::PutStep(rec.clone()));
+                    self.writes.push(Write::put_step(rec.clone()));
                 }
             }
         }
@@ -1381,7 +1386,7 @@ impl Scheduler {
         run.rec.finished_at = Some(now);
         run.rec.updated_at = now;
         run.rec.current_step_index = run.current_step_index();
-        self.writes.push(Write::UpdateRun(run.rec.clone()));
+        self.writes.push(Write::UpdateRun(RunUpdate::of(&run.rec)));
         self.writes.push(Write::DeleteRunTimers {
             run_id: run.rec.id.clone(),
         });
@@ -1453,7 +1458,7 @@ impl Scheduler {
             run.rec.started_at.get_or_insert(now);
             run.rec.current_step_index = run.current_step_index();
             run.rec.updated_at = now;
-            self.writes.push(Write::UpdateRun(run.rec.clone()));
+            self.writes.push(Write::UpdateRun(RunUpdate::of(&run.rec)));
             self.writes.push(Write::DeleteRunTimers {
                 run_id: run.rec.id.clone(),
             });
@@ -1485,7 +1490,7 @@ impl Scheduler {
             run.rec.current_step_index = index;
             run.rec.pending_action = pending;
             run.rec.updated_at = now;
-            self.writes.push(Write::UpdateRun(run.rec.clone()));
+            self.writes.push(Write::UpdateRun(RunUpdate::of(&run.rec)));
             self.updates.push(Update {
                 run_id: run.rec.id.clone(),
                 status,
@@ -1631,46 +1636,51 @@ impl Scheduler {
 }
 
 /// Keep only the last write of each run row and step attempt; order is otherwise kept.
-fn coalesce(writes: Vec<Write>) -> Vec<Write> {
-    let mut seen_runs = HashSet::new();
-    let mut seen_steps = HashSet::new();
-    let mut out: Vec<Write> = writes
-        .into_iter()
-        .rev()
-        .filter(|w| match w {
-            Write::UpdateRun(r) => seen_runs.insert(r.id.clone()),
-            Write::PutStep(s) => {
-                seen_steps.insert((s.run_id.clone(), s.step_id.clone(), s.attempt))
-            }
-            _ => true,
-        })
-        .collect();
-    out.reverse();
-    // An UpdateRun for a run inserted in the same batch folds into the insert.
+/// An update of a run inserted in the same batch folds into the insert.
+fn coalesce(mut writes: Vec<Write>) -> Vec<Write> {
+    let mut keep = vec![true; writes.len()];
+    {
+        let mut seen_runs: HashSet<&str> = HashSet::new();
+        let mut seen_steps: HashSet<(&str, &str, i64)> = HashSet::new();
+        for (i, w) in writes.iter().enumerate().rev() {
+            keep[i] = match w {
+                Write::UpdateRun(r) => seen_runs.insert(r.id.as_str()),
+                Write::PutStep(s) => {
+                    seen_steps.insert((s.run_id.as_str(), s.step_id.as_str(), s.attempt))
+                }
+                _ => true,
+            };
+        }
+    }
     let mut inserted: HashMap<String, usize> = HashMap::new();
-    for (idx, w) in out.iter().enumerate() {
+    for (i, w) in writes.iter().enumerate() {
         if let Write::InsertRun(r) = w {
-            inserted.insert(r.id.clone(), idx);
+            inserted.insert(r.id.clone(), i);
         }
     }
     if !inserted.is_empty() {
-        let mut updates: HashMap<String, RunRecord> = HashMap::new();
-        out.retain(|w| match w {
-            Write::UpdateRun(r) if inserted.contains_key(&r.id) => {
-                updates.insert(r.id.clone(), r.clone());
-                false
-            }
-            _ => true,
-        });
-        for w in &mut out {
-            if let Write::InsertRun(r) = w
-                && let Some(u) = updates.remove(&r.id)
+        let mut folds = Vec::new();
+        for (i, w) in writes.iter().enumerate() {
+            if keep[i]
+                && let Write::UpdateRun(u) = w
+                && let Some(&at) = inserted.get(&u.id)
             {
-                *r = u;
+                folds.push((at, i));
             }
         }
+        for (at, i) in folds {
+            let (Write::InsertRun(r), Write::UpdateRun(u)) = (&writes[at], &writes[i]) else {
+                continue;
+            };
+            let mut r = r.clone();
+            u.apply(&mut r);
+            writes[at] = Write::InsertRun(r);
+            keep[i] = false;
+        }
     }
-    out
+    let mut flags = keep.into_iter();
+    writes.retain(|_| flags.next().unwrap_or(true));
+    writes
 }
 
 fn blank_step(run_id: &str, step_id: &str, index: usize, attempt: i64) -> StepRecord {

@@ -24,6 +24,8 @@ pub struct Slot {
     pub backoff: bool,
     /// The step record as last written (input, timing, meta).
     pub record: Option<StepRecord>,
+    /// `output` converted once for templates: steps are read far more often than written.
+    pub mj_output: Option<minijinja::Value>,
 }
 
 impl Slot {
@@ -35,6 +37,7 @@ impl Slot {
             committed: false,
             backoff: false,
             record: None,
+            mj_output: None,
         }
     }
 }
@@ -47,17 +50,21 @@ pub struct Active {
     pub tasks: HashMap<usize, tokio::task::AbortHandle>,
     /// The record changed since it was last written.
     pub dirty: bool,
+    /// `input` converted once for templates.
+    pub mj_input: minijinja::Value,
 }
 
 impl Active {
     pub fn new(rec: RunRecord, def: Arc<Compiled>) -> Self {
         let n = def.plan.definition.steps.len();
+        let mj_input = template::context(&rec.input);
         Self {
             rec,
             def,
             slots: vec![Slot::new(); n],
             tasks: HashMap::new(),
             dirty: false,
+            mj_input,
         }
     }
 
@@ -75,6 +82,7 @@ impl Active {
             slot.status = s.status;
             slot.attempt = s.attempt;
             slot.output = s.output.clone();
+            slot.mj_output = s.output.as_ref().map(template::context);
             slot.committed = true;
             slot.backoff = false;
             slot.record = Some(s);
@@ -214,6 +222,30 @@ impl Active {
             "run": {"id": self.rec.id, "definitionId": self.rec.definition_slug, "attempt": self.rec.attempt},
             "secrets": secrets,
         })
+    }
+
+    /// The template scope as minijinja values, built from the cached conversions.
+    pub fn mj_context(&self, secrets: &minijinja::Value) -> minijinja::Value {
+        let mut steps = std::collections::BTreeMap::new();
+        for (i, step) in self.def.plan.definition.steps.iter().enumerate() {
+            let s = &self.slots[i];
+            if s.status.is_done() {
+                let output = s
+                    .mj_output
+                    .clone()
+                    .unwrap_or_else(|| minijinja::Value::from(()));
+                steps.insert(
+                    step.id.clone(),
+                    minijinja::context! { output => output, status => s.status.as_str() },
+                );
+            }
+        }
+        minijinja::context! {
+            input => self.mj_input.clone(),
+            steps => minijinja::Value::from(steps),
+            run => minijinja::context! { id => self.rec.id.clone(), definitionId => self.rec.definition_slug.clone(), attempt => self.rec.attempt },
+            secrets => secrets.clone(),
+        }
     }
 
     /// The run's result: the `result` mapping rendered, or the sink's output (several sinks:

@@ -176,12 +176,57 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
 }
 
+/// The fields of a run that change after it is created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunUpdate {
+    pub id: String,
+    pub status: RunStatus,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+    pub current_step_index: i64,
+    pub attempt: i64,
+    pub pending_action: Option<Value>,
+    pub updated_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+impl RunUpdate {
+    pub fn of(r: &RunRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            status: r.status,
+            output: r.output.clone(),
+            error: r.error.clone(),
+            current_step_index: r.current_step_index,
+            attempt: r.attempt,
+            pending_action: r.pending_action.clone(),
+            updated_at: r.updated_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+
+    /// Apply to a full record (an insert in the same batch).
+    pub fn apply(&self, r: &mut RunRecord) {
+        r.status = self.status;
+        r.output.clone_from(&self.output);
+        r.error.clone_from(&self.error);
+        r.current_step_index = self.current_step_index;
+        r.attempt = self.attempt;
+        r.pending_action.clone_from(&self.pending_action);
+        r.updated_at = self.updated_at;
+        r.started_at = self.started_at;
+        r.finished_at = self.finished_at;
+    }
+}
+
 /// One change in a batch; a batch commits atomically.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    InsertRun(RunRecord),
-    UpdateRun(RunRecord),
-    PutStep(StepRecord),
+    InsertRun(Box<RunRecord>),
+    UpdateRun(RunUpdate),
+    PutStep(Box<StepRecord>),
     Event(EventRecord),
     PutTimer(TimerRecord),
     DeleteTimer {
@@ -201,6 +246,17 @@ pub enum Write {
         at: Timestamp,
     },
     Signal(SignalRecord),
+}
+
+impl Write {
+    /// Records are boxed so a batch of many writes stays compact to move.
+    pub fn insert_run(r: RunRecord) -> Write {
+        Write::InsertRun(Box::new(r))
+    }
+
+    pub fn put_step(s: StepRecord) -> Write {
+        Write::PutStep(Box::new(s))
+    }
 }
 
 /// Filters and page of a run listing.

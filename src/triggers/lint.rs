@@ -60,7 +60,11 @@ pub fn lint(doc: &Value, spans: &SpanIndex) -> Vec<Diagnostic> {
                 },
             )
             .with_label("source")
-            .with_help("put each source in a trigger file of its own"),
+            .with_help(if sources.is_empty() {
+                "add one, e.g. `webhook: {endpoint: signup}` or `schedule: {cron: \"0 9 * * MON\"}`"
+            } else {
+                "put each source in a trigger file of its own"
+            }),
         );
     }
     if let Some(s) = doc.get("schedule") {
@@ -157,7 +161,7 @@ fn schedule(s: &Value, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {
             )
             .with_label("invalid cron")
             .with_help(
-                "five fields: minute hour day-of-month month day-of-week, e.g. `0 9 * * MON`",
+                "minute hour day-of-month month day-of-week (an optional seconds field may come first), e.g. `0 9 * * MON`",
             ),
         );
     }

@@ -25,6 +25,8 @@ pub struct Triggers {
     workspace_id: String,
     http: reqwest::Client,
     list: RwLock<Vec<Arc<Trigger>>>,
+    /// Triggers being worked on: a slow poll must not run twice at once.
+    busy: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -47,16 +49,42 @@ impl Triggers {
                 .build()
                 .unwrap_or_default(),
             list: RwLock::new(Vec::new()),
+            busy: Default::default(),
         })
     }
 
-    /// Add or replace (by name) a trigger.
-    pub fn set(&self, t: Trigger) {
-        if let Ok(mut list) = self.list.write() {
-            list.retain(|x| x.name != t.name);
-            list.push(Arc::new(t));
-            list.sort_by(|a, b| a.name.cmp(&b.name));
+    /// Add or replace (by name) a trigger. A webhook endpoint another trigger already
+    /// serves is refused.
+    pub fn set(&self, t: Trigger) -> std::result::Result<(), String> {
+        let mut list = self
+            .list
+            .write()
+            .map_err(|_| "trigger list poisoned".to_string())?;
+        if let Source::Webhook(w) = &t.source
+            && let Some(other) = list.iter().find(|x| {
+                x.name != t.name
+                    && matches!(&x.source, Source::Webhook(o) if o.endpoint == w.endpoint)
+            })
+        {
+            return Err(format!(
+                "webhook endpoint `{}` is already served by trigger `{}`",
+                w.endpoint, other.name
+            ));
         }
+        list.retain(|x| x.name != t.name);
+        list.push(Arc::new(t));
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(())
+    }
+
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut list) = self.list.write() {
+            list.retain(|x| x.name != name);
+        }
+    }
+
+    pub fn workspace_id(&self) -> &str {
+        &self.workspace_id
     }
 
     pub fn list(&self) -> Vec<Arc<Trigger>> {
@@ -225,22 +253,41 @@ impl Triggers {
 
     // ----- schedules and polls --------------------------------------------------------------
 
-    /// Fire what is due: schedules whose time came, polls whose interval passed. Returns
-    /// the triggers that failed, with why (they are retried on the next tick).
-    pub async fn tick(&self) -> Vec<(String, EngineError)> {
-        let mut failed = Vec::new();
+    /// Fire what is due: schedules whose time came, polls whose interval passed. Each trigger
+    /// works in its own task, so a slow poll delays no schedule. Returns the triggers that
+    /// failed, with why (they are tried again on a later tick).
+    pub async fn tick(self: &Arc<Self>) -> Vec<(String, EngineError)> {
+        let mut tasks = tokio::task::JoinSet::new();
         for t in self.list() {
-            if !t.enabled {
+            if !t.enabled || matches!(t.source, Source::Webhook(_)) {
                 continue;
             }
-            let r = match &t.source {
-                Source::Schedule(s) => self.schedule(&t, s).await,
-                Source::Poll(p) => self.poll(&t, p).await,
-                Source::Webhook(_) => Ok(()),
-            };
-            if let Err(e) = r {
-                tracing::warn!(trigger = %t.name, "trigger failed: {e}");
-                failed.push((t.name.clone(), e));
+            let claimed = self
+                .busy
+                .lock()
+                .map(|mut b| b.insert(t.name.clone()))
+                .unwrap_or(false);
+            if !claimed {
+                continue;
+            }
+            let this = self.clone();
+            tasks.spawn(async move {
+                let r = match &t.source {
+                    Source::Schedule(s) => this.schedule(&t, s).await,
+                    Source::Poll(p) => this.poll(&t, p).await,
+                    Source::Webhook(_) => Ok(()),
+                };
+                if let Ok(mut b) = this.busy.lock() {
+                    b.remove(&t.name);
+                }
+                r.map_err(|e| (t.name.clone(), e))
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Err((name, e))) = joined {
+                tracing::warn!(trigger = %name, "trigger failed: {e}");
+                failed.push((name, e));
             }
         }
         failed

@@ -437,7 +437,12 @@ fn warnings(step: &crate::definition::Step, spans: &SpanIndex, out: &mut Vec<Dia
                 Code::RetryIgnored,
                 spans.key(&step.field("retry")),
                 format!(
-                    "`retry` has no effect on a `{}` step",
+                    "`retry` has no effect on {} `{}` step",
+                    if step.kind.type_name().starts_with(['a', 'e']) {
+                        "an"
+                    } else {
+                        "a"
+                    },
                     step.kind.type_name()
                 ),
             )

@@ -43,7 +43,7 @@ async fn runs_survive_repeated_kill_9() {
             .unwrap();
         let runs: Vec<Write> = (0..RUNS)
             .map(|_| {
-                Write::InsertRun(RunRecord {
+                Write::insert_run(RunRecord {
                     id: new_id(RUN_PREFIX),
                     workspace_id: DEFAULT_WORKSPACE.into(),
                     definition_id: def.version_id.clone(),

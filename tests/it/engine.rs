@@ -796,3 +796,57 @@ async fn secrets_reach_requests_but_not_history() {
     let step = &env.steps(&run.id)[0];
     assert_eq!(step.input.as_ref().unwrap()["json"]["auth"], "Bearer ***");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_timeout_fails_the_attempt_and_is_retried() {
+    let env = Env::new().await;
+    let def = env
+        .apply("id: slow\nsteps:\n  - id: call\n    type: action\n    uses: http\n    timeout: 200ms\n    retry: {max_attempts: 2, initial_delay: 10ms}\n    with: {url: \"{server}/slow/3000\"}\n")
+        .await;
+    let run = env.start(&def, json!({})).await;
+    let started = std::time::Instant::now();
+    let done = env.finish(&run.id).await;
+    assert_eq!(done.status, RunStatus::Failed, "{done:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the timeout did not cut the call short"
+    );
+    let steps = env.steps(&run.id);
+    assert_eq!(steps.len(), 2);
+    assert!(
+        steps
+            .iter()
+            .all(|s| s.error.as_ref().unwrap()["kind"] == "timeout"),
+        "{steps:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_running_run_cancels_its_in_flight_step() {
+    let env = Env::new().await;
+    let def = env
+        .apply("id: long\nsteps:\n  - id: call\n    type: action\n    uses: http\n    with: {url: \"{server}/slow/5000\"}\n  - id: after\n    type: action\n    uses: transform\n    with: {value: 1}\n")
+        .await;
+    let run = env.start(&def, json!({})).await;
+    env.engine
+        .wait_for(DEFAULT_WORKSPACE, &run.id, Duration::from_secs(5), |s| {
+            s == RunStatus::Running
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cancelled = env.engine.cancel(DEFAULT_WORKSPACE, &run.id).await.unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    let steps = env.steps(&run.id);
+    assert_eq!(steps.len(), 1, "{steps:#?}");
+    assert_eq!(steps[0].status, StepStatus::Cancelled);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        env.engine
+            .run(DEFAULT_WORKSPACE, &run.id)
+            .await
+            .unwrap()
+            .status,
+        RunStatus::Cancelled
+    );
+}

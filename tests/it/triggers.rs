@@ -78,7 +78,11 @@ async fn setup() -> Setup {
     }
 }
 
-async fn tick(t: &Triggers) {
+fn add(t: &Triggers, yaml: &str) {
+    t.set(trigger(yaml)).unwrap();
+}
+
+async fn tick(t: &Arc<Triggers>) {
     let failed = t.tick().await;
     assert!(failed.is_empty(), "{failed:?}");
 }
@@ -109,7 +113,8 @@ fn sign(secret: &str, body: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn webhooks_check_signatures_schemas_and_redeliveries() {
     let s = setup().await;
-    s.triggers.set(trigger(
+    add(
+        &s.triggers,
         r#"
 trigger: signup
 workflow: target
@@ -120,7 +125,7 @@ webhook:
   idempotency: {header: X-Delivery-Id}
 transform: {name: "{{ event.body.name | upper }}"}
 "#,
-    ));
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let app =
@@ -205,7 +210,7 @@ workflow: target
 schedule: {cron: "0 * * * *", timezone: Europe/Berlin}
 transform: {at: "{{ event.scheduledAt }}"}
 "#;
-    s.triggers.set(trigger(hourly));
+    add(&s.triggers, hourly);
     tick(&s.triggers).await; // first sight: next due 09:00Z, nothing fires
     assert!(runs(&s.engine).is_empty());
     s.clock.advance(Duration::from_secs(30 * 60)); // 09:00:00Z
@@ -220,7 +225,7 @@ transform: {at: "{{ event.scheduledAt }}"}
     s.engine.shutdown().await;
     s.engine = start_engine(&s.db, &s.clock, config(&s.server));
     s.triggers = Triggers::new(s.engine.clone(), DEFAULT_WORKSPACE);
-    s.triggers.set(trigger(hourly));
+    add(&s.triggers, hourly);
     tick(&s.triggers).await;
     assert_eq!(runs(&s.engine).len(), 1, "no double firing after a restart");
     s.clock.advance(Duration::from_secs(3600)); // 10:00Z
@@ -238,12 +243,14 @@ transform: {at: "{{ event.scheduledAt }}"}
 #[tokio::test(flavor = "multi_thread")]
 async fn missed_firings_are_skipped_or_run_once() {
     let s = setup().await;
-    s.triggers.set(trigger(
+    add(
+        &s.triggers,
         "trigger: skipper\nworkflow: target\nschedule: {every: 1h}\n",
-    ));
-    s.triggers.set(trigger(
+    );
+    add(
+        &s.triggers,
         "trigger: catcher\nworkflow: target\nschedule: {every: 1h, missed: run_once}\n",
-    ));
+    );
     tick(&s.triggers).await;
     // The server is "down" for five hours: no ticks.
     s.clock.advance(Duration::from_secs(5 * 3600 + 120));
@@ -266,9 +273,12 @@ async fn missed_firings_are_skipped_or_run_once() {
 async fn polls_start_one_run_per_new_item() {
     let s = setup().await;
     let feed = s.server.url("/feed");
-    s.triggers.set(trigger(&format!(
-        "trigger: tickets\nworkflow: target\npoll:\n  url: \"{feed}?after={{{{ cursor or 0 }}}}\"\n  interval: 1m\n  items: /tickets\n  key: \"{{{{ item.id }}}}\"\n  cursor: \"{{{{ items | map(attribute='id') | max if items else cursor }}}}\"\ntransform: {{ticket: \"{{{{ event.item.id }}}}\"}}\n"
-    )));
+    add(
+        &s.triggers,
+        &format!(
+            "trigger: tickets\nworkflow: target\npoll:\n  url: \"{feed}?after={{{{ cursor or 0 }}}}\"\n  interval: 1m\n  items: /tickets\n  key: \"{{{{ item.id }}}}\"\n  cursor: \"{{{{ items | map(attribute='id') | max if items else cursor }}}}\"\ntransform: {{ticket: \"{{{{ event.item.id }}}}\"}}\n"
+        ),
+    );
     *s.server.shared.feed.lock().unwrap() = vec![json!({"id": 1}), json!({"id": 2})];
     tick(&s.triggers).await;
     assert_eq!(runs(&s.engine).len(), 2);
