@@ -366,9 +366,13 @@ fn main() {
         } else {
             (10_000, 300, 100_000)
         };
-        if std::env::var("STEPWISE_BENCH_ONLY").as_deref() == Ok("throughput") {
-            throughput(Synchronous::Full, runs).await;
-            return;
+        match std::env::var("STEPWISE_BENCH_ONLY").as_deref() {
+            Ok("throughput") => return throughput(Synchronous::Full, runs).await,
+            Ok("latency") => {
+                single_run_latency(Synchronous::Full, lat).await;
+                return signal_latency(Synchronous::Full, lat).await;
+            }
+            _ => {}
         }
         // First, while the process is fresh, so the figure is the engine's own.
         parked_memory(parked).await;

@@ -57,9 +57,14 @@ impl FromRequestParts<AppState> for Caller {
     ) -> Result<Self, Self::Rejection> {
         let key = presented(parts);
         if state.insecure_no_auth {
+            let cli = parts
+                .headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ua| ua.starts_with("stepwise-cli"));
             return Ok(Caller {
                 workspace_id: DEFAULT_WORKSPACE.into(),
-                actor: "anonymous".into(),
+                actor: if cli { "cli" } else { "anonymous" }.into(),
             });
         }
         let Some(key) = key.filter(|k| !k.is_empty()) else {

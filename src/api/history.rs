@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::extract::{Body, Query};
 use super::runs::ok;
 use super::views;
-use crate::store::{RunQuery, StepRecord};
+use crate::store::StepRecord;
 
 /// Token counts and durations per model, and a cost line where prices are configured
 /// (`STEPWISE_PRICES`: `{"model": {"input": USD per 1M tokens, "output": …}}`).
@@ -73,59 +73,14 @@ pub async fn list(
             format!("`{kind}` is not a history kind (this server records workflow runs)"),
         ));
     }
-    let int = |name: &str, default: u64, max: u64| -> Result<u64, ApiError> {
-        match q.get(name) {
-            None => Ok(default),
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::field(
-                    name,
-                    format!("{name} must be an integer from 1 to {max}, got `{v}`"),
-                )),
-            },
-        }
-    };
-    let page = int("page", 1, 1_000_000)?;
-    let page_size = int("pageSize", 20, 100)?;
-    let status = q
-        .get("status")
-        .map(|s| s.parse().map_err(|e: String| ApiError::field("status", e)))
-        .transpose()?;
-    let time = |name: &str| -> Result<Option<jiff::Timestamp>, ApiError> {
-        q.get(name)
-            .map(|v| {
-                v.parse::<jiff::Timestamp>()
-                    .map_err(|_| ApiError::field(name, format!("{name} must be an RFC 3339 time")))
-            })
-            .transpose()
-    };
-    let query = RunQuery {
-        workspace_id: caller.workspace_id.clone(),
-        status,
-        definition: q.get("definitionId").filter(|d| !d.is_empty()).cloned(),
-        from: time("from")?,
-        to: time("to")?,
-        page,
-        page_size,
-    };
-    let store = state.engine.store().clone();
-    let (runs, total) = tokio::task::spawn_blocking(move || store.list_runs(&query))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let data: Vec<Value> = runs
-        .iter()
-        .map(|r| {
-            let mut v = views::run(r);
-            v.insert("kind".into(), json!("workflow"));
-            v.insert("trigger".into(), r.trigger.clone());
-            Value::Object(v)
-        })
-        .collect();
-    Ok((
-        StatusCode::OK,
-        axum::Json(json!({"success": true, "data": data, "meta": {"page": page, "pageSize": page_size, "total": total, "totalPages": total.div_ceil(page_size)}})),
-    )
-        .into_response())
+    let query = super::runs::run_query(&q, &caller.workspace_id)?;
+    super::runs::page(&state, query, |r| {
+        let mut v = views::run(r);
+        v.insert("kind".into(), json!("workflow"));
+        v.insert("trigger".into(), r.trigger.clone());
+        Value::Object(v)
+    })
+    .await
 }
 
 pub async fn webhook(

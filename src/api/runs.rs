@@ -144,31 +144,19 @@ async fn settle(
         .await?)
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let int = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, ApiError> {
+/// Filters and page of a run listing, from query parameters; bad values are 400.
+pub fn run_query(q: &HashMap<String, String>, workspace_id: &str) -> Result<RunQuery, ApiError> {
+    let int = |name: &str, default: u64, max: u64| -> Result<u64, ApiError> {
         match q.get(name) {
             None => Ok(default),
             Some(v) => match v.parse::<u64>() {
-                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
                 _ => Err(ApiError::field(
                     name,
-                    format!("{name} must be an integer from {min} to {max}, got `{v}`"),
+                    format!("{name} must be an integer from 1 to {max}, got `{v}`"),
                 )),
             },
         }
-    };
-    let page = int("page", 1, 1, 1_000_000)?;
-    let page_size = int("pageSize", 20, 1, 100)?;
-    let status = match q.get("status") {
-        None => None,
-        Some(s) => Some(
-            s.parse::<RunStatus>()
-                .map_err(|e| ApiError::field("status", e))?,
-        ),
     };
     let time = |name: &str| -> Result<Option<jiff::Timestamp>, ApiError> {
         q.get(name)
@@ -178,30 +166,53 @@ pub async fn list(
             })
             .transpose()
     };
-    let query = RunQuery {
-        workspace_id: caller.workspace_id.clone(),
-        status,
+    Ok(RunQuery {
+        workspace_id: workspace_id.to_string(),
+        status: q
+            .get("status")
+            .map(|s| {
+                s.parse::<RunStatus>()
+                    .map_err(|e| ApiError::field("status", e))
+            })
+            .transpose()?,
         definition: q.get("definitionId").filter(|d| !d.is_empty()).cloned(),
         from: time("from")?,
         to: time("to")?,
-        page,
-        page_size,
-    };
+        page: int("page", 1, 1_000_000)?,
+        page_size: int("pageSize", 20, 100)?,
+    })
+}
+
+/// One page of runs in the seeds' list shape, each run shaped by `view`.
+pub async fn page(
+    state: &AppState,
+    query: RunQuery,
+    view: impl Fn(&RunRecord) -> Value,
+) -> Result<Response, ApiError> {
+    let (page, page_size) = (query.page, query.page_size);
     let store = state.engine.store().clone();
     let (runs, total) = tokio::task::spawn_blocking(move || store.list_runs(&query))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let data: Vec<Value> = runs.iter().map(|r| Value::Object(views::run(r))).collect();
-    let total_pages = total.div_ceil(page_size);
+    let data: Vec<Value> = runs.iter().map(view).collect();
     Ok((
         StatusCode::OK,
         axum::Json(json!({
             "success": true,
             "data": data,
-            "meta": {"page": page, "pageSize": page_size, "total": total, "totalPages": total_pages},
+            "meta": {"page": page, "pageSize": page_size, "total": total, "totalPages": total.div_ceil(page_size)},
         })),
     )
         .into_response())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let query = run_query(&q, &caller.workspace_id)?;
+    page(&state, query, |r| Value::Object(views::run(r))).await
 }
 
 /// The full view of a run: the list fields plus steps, trigger and, on request, the trace.

@@ -113,7 +113,7 @@ async fn run_async(args: &RunArgs) -> Outcome {
             definition,
             input,
             idempotency_key: args.idempotency_key.clone(),
-            trigger: json!({"kind": "cli", "label": "CLI"}),
+            trigger: json!({"kind": "cli", "label": "CLI", "actor": "cli"}),
         })
         .await;
     let run = match created {

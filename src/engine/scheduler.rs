@@ -550,27 +550,39 @@ impl Scheduler {
     }
 
     fn cancel_run(&mut self, run: &mut Active) {
+        self.stop_open_steps(run);
+        self.end_run(run, RunStatus::Cancelled, None, "run.cancelled");
+    }
+
+    /// Abort in-flight steps and mark every started, waiting or retrying step CANCELLED.
+    fn stop_open_steps(&mut self, run: &mut Active) {
         let now = self.now();
         for (_, t) in run.tasks.drain() {
             t.abort();
         }
         for i in 0..run.slots.len() {
             let slot = &mut run.slots[i];
-            if matches!(slot.status, StepStatus::Running | StepStatus::Waiting) || slot.backoff {
-                slot.status = StepStatus::Cancelled;
-                slot.backoff = false;
-                let step_id = run.def.plan.definition.steps[i].id.clone();
-                let mut rec = slot
-                    .record
-                    .clone()
-                    .unwrap_or_else(|| blank_step(&run.rec.id, &step_id, 0, slot.attempt));
-                rec.status = StepStatus::Cancelled;
-                rec.finished_at = Some(now);
-                slot.record = Some(rec.clone());
-                self.writes.push(Write::put_step(rec));
+            if !(matches!(slot.status, StepStatus::Running | StepStatus::Waiting) || slot.backoff) {
+                continue;
             }
+            slot.status = StepStatus::Cancelled;
+            slot.backoff = false;
+            let step_id = &run.def.plan.definition.steps[i].id;
+            let mut rec = slot.record.clone().unwrap_or_else(|| {
+                blank_step(&run.rec.id, step_id, run.def.plan.position[i], slot.attempt)
+            });
+            rec.status = StepStatus::Cancelled;
+            rec.finished_at = Some(now);
+            slot.record = Some(rec.clone());
+            self.writes.push(Write::put_step(rec));
         }
-        run.rec.status = RunStatus::Cancelled;
+    }
+
+    /// Give a run its terminal status and close what it held: timers, hooks.
+    fn end_run(&mut self, run: &mut Active, status: RunStatus, error: Option<Value>, event: &str) {
+        let now = self.now();
+        run.rec.status = status;
+        run.rec.error.clone_from(&error);
         run.rec.pending_action = None;
         run.rec.finished_at = Some(now);
         run.rec.updated_at = now;
@@ -585,7 +597,8 @@ impl Scheduler {
             status: "closed".into(),
             at: now,
         });
-        self.event(&run.rec.id, "run.cancelled", None, json!({}));
+        let data = error.map_or_else(|| json!({}), |e| json!({"error": e}));
+        self.event(&run.rec.id, event, None, data);
         self.finished(run);
     }
 
@@ -1359,45 +1372,8 @@ impl Scheduler {
     }
 
     fn fail_run(&mut self, run: &mut Active, error: Value) {
-        let now = self.now();
-        for (j, t) in run.tasks.drain() {
-            t.abort();
-            run.slots[j].status = StepStatus::Cancelled;
-            if let Some(rec) = run.slots[j].record.as_mut() {
-                rec.status = StepStatus::Cancelled;
-                rec.finished_at = Some(now);
-                self.writes.push(Write::put_step(rec.clone()));
-            }
-        }
-        for slot in &mut run.slots {
-            if slot.status == StepStatus::Waiting || slot.backoff {
-                slot.status = StepStatus::Cancelled;
-                slot.backoff = false;
-                if let Some(rec) = slot.record.as_mut() {
-                    rec.status = StepStatus::Cancelled;
-                    rec.finished_at = Some(now);
-                    self.writes.push(Write::put_step(rec.clone()));
-                }
-            }
-        }
-        run.rec.status = RunStatus::Failed;
-        run.rec.error = Some(error.clone());
-        run.rec.pending_action = None;
-        run.rec.finished_at = Some(now);
-        run.rec.updated_at = now;
-        run.rec.current_step_index = run.current_step_index();
-        self.writes.push(Write::UpdateRun(RunUpdate::of(&run.rec)));
-        self.writes.push(Write::DeleteRunTimers {
-            run_id: run.rec.id.clone(),
-        });
-        self.writes.push(Write::CloseHooks {
-            run_id: run.rec.id.clone(),
-            step_id: None,
-            status: "closed".into(),
-            at: now,
-        });
-        self.event(&run.rec.id, "run.failed", None, json!({"error": error}));
-        self.finished(run);
+        self.stop_open_steps(run);
+        self.end_run(run, RunStatus::Failed, Some(error), "run.failed");
     }
 
     /// A run reached a terminal status: tell waiters, and its parent if it has one.
