@@ -25,8 +25,9 @@ pub struct RunArgs {
     /// A key that makes a repeated command return the existing run.
     #[arg(long)]
     idempotency_key: Option<String>,
-    /// Keep going through waits until the run is COMPLETED, FAILED or CANCELLED. Without it,
-    /// the command returns when the run pauses for a decision or waits for a signal or timer.
+    /// Keep going through `wait` timers until the run is COMPLETED, FAILED or CANCELLED (or
+    /// needs a decision or a signal, which this process cannot receive). Without it, the
+    /// command returns as soon as the run pauses or waits.
     #[arg(long)]
     wait: bool,
     #[command(flatten)]
@@ -125,16 +126,29 @@ async fn run_async(args: &RunArgs) -> Outcome {
     };
     eprintln!("run {} ({})", run.id, run.definition_slug);
     let mut progress = Progress::new(std::io::stderr().is_terminal());
-    let stop = |s: RunStatus| s.is_terminal() || (!args.wait && s.is_suspended());
     let mut status = run.status;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    while !stop(status) {
+    loop {
+        if status.is_terminal() {
+            break;
+        }
+        if status.is_suspended() {
+            // The update may be older than the run: read it as it is now.
+            let Ok(current) = engine.run(DEFAULT_WORKSPACE, &run.id).await else { break };
+            status = current.status;
+            let on_timer = current.pending_action.as_ref().is_some_and(|p| p["type"] == "wait");
+            // Only a timer can move the run on while this process holds the database.
+            if status.is_terminal() || (status.is_suspended() && !(args.wait && on_timer)) {
+                break;
+            }
+        }
         tokio::select! {
             u = updates.recv() => match u {
-                Ok(u) if u.run_id == run.id => {
-                    if let Some((step, s)) = u.step { progress.step(&step, s); }
-                    status = u.status;
-                }
+                Ok(u) if u.run_id == run.id => match u.step {
+                    Some((step, s)) => progress.step(&step, s),
+                    // Only run-level updates carry the run's committed status.
+                    None => status = u.status,
+                },
                 Ok(_) => {}
                 Err(_) => {
                     status = engine.run(DEFAULT_WORKSPACE, &run.id).await.map_or(status, |r| r.status);

@@ -129,6 +129,8 @@ pub enum Resume {
 #[derive(Debug, Clone)]
 pub struct Update {
     pub run_id: String,
+    /// The run's status. Authoritative on run-level updates (`step` is `None`); on step
+    /// updates it is the status when the step changed, before the run was re-evaluated.
     pub status: RunStatus,
     /// Set when a step changed: its id and new status.
     pub step: Option<(String, crate::model::StepStatus)>,
