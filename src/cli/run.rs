@@ -134,9 +134,14 @@ async fn run_async(args: &RunArgs) -> Outcome {
         }
         if status.is_suspended() {
             // The update may be older than the run: read it as it is now.
-            let Ok(current) = engine.run(DEFAULT_WORKSPACE, &run.id).await else { break };
+            let Ok(current) = engine.run(DEFAULT_WORKSPACE, &run.id).await else {
+                break;
+            };
             status = current.status;
-            let on_timer = current.pending_action.as_ref().is_some_and(|p| p["type"] == "wait");
+            let on_timer = current
+                .pending_action
+                .as_ref()
+                .is_some_and(|p| p["type"] == "wait");
             // Only a timer can move the run on while this process holds the database.
             if status.is_terminal() || (status.is_suspended() && !(args.wait && on_timer)) {
                 break;

@@ -150,22 +150,44 @@ fn run_executes_a_workflow_and_waits_through_timers() {
         "id: nap\ninput:\n  type: object\n  properties:\n    who: {type: string}\nsteps:\n  - {id: sleep, type: wait, duration: 300ms}\n  - id: greet\n    type: action\n    uses: transform\n    with: {value: \"rested {{ input.who }}\"}\n",
     )
     .unwrap();
-    let o = stepwise(dir.path(), &["run", "nap.yaml", "--input", "{\"who\": \"Ada\"}", "--wait"]);
+    let o = stepwise(
+        dir.path(),
+        &["run", "nap.yaml", "--input", "{\"who\": \"Ada\"}", "--wait"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "\"rested Ada\"");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("sleep"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("sleep"),
+        "{}",
+        show(&o)
+    );
 
     // Without --wait the command returns at the first wait; the run is saved.
-    let o = stepwise(dir.path(), &["run", "nap.yaml", "--input", "{\"who\": \"Bob\"}"]);
+    let o = stepwise(
+        dir.path(),
+        &["run", "nap.yaml", "--input", "{\"who\": \"Bob\"}"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(out["status"], "WAITING");
     // An input that fails the schema starts nothing and exits 1.
     let o = stepwise(dir.path(), &["run", "nap.yaml", "--input", "{\"who\": 1}"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/who"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/who"),
+        "{}",
+        show(&o)
+    );
     // A file with lint errors is refused with its diagnostics.
-    let o = stepwise(&repo(), &["run", "tests/lint/broken/cycle.yaml", "--db", dir.path().join("x.db").to_str().unwrap()]);
+    let o = stepwise(
+        &repo(),
+        &[
+            "run",
+            "tests/lint/broken/cycle.yaml",
+            "--db",
+            dir.path().join("x.db").to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("stepwise::definition::cycle"));
 }
