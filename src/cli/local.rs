@@ -86,3 +86,29 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
+
+/// Run `f` with the engine started on `db`, inside a fresh runtime; failures to start are
+/// reported and become "could not run".
+pub fn with_engine<F, Fut>(db: &DbArgs, f: F) -> super::Outcome
+where
+    F: FnOnce(Engine) -> Fut,
+    Fut: std::future::Future<Output = super::Outcome>,
+{
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return super::Outcome::CouldNotRun;
+        }
+    };
+    rt.block_on(async {
+        let (engine, _lock) = match start_engine(db) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return super::Outcome::CouldNotRun;
+            }
+        };
+        f(engine).await
+    })
+}

@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::Outcome;
-use super::local::{DbArgs, runtime, start_engine};
+use super::local::{DbArgs, with_engine};
 use crate::diagnostics::render_human;
 use crate::engine::{CreateRun, Engine, EngineError};
 use crate::model::{RunStatus, StepStatus};
@@ -54,17 +54,6 @@ pub fn read_json_arg(text: &str, what: &str) -> Result<Value, String> {
 }
 
 pub fn run(args: &RunArgs) -> Outcome {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Outcome::CouldNotRun;
-        }
-    };
-    rt.block_on(run_async(args))
-}
-
-async fn run_async(args: &RunArgs) -> Outcome {
     let input = match read_json_arg(&args.input, "--input") {
         Ok(v) => v,
         Err(e) => {
@@ -72,111 +61,106 @@ async fn run_async(args: &RunArgs) -> Outcome {
             return Outcome::CouldNotRun;
         }
     };
-    let (engine, _lock) = match start_engine(&args.db) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Outcome::CouldNotRun;
-        }
-    };
-    let definition = if PathBuf::from(&args.workflow).is_file() {
-        let source = match std::fs::read_to_string(&args.workflow) {
-            Ok(s) => s,
+    with_engine(&args.db, |engine| async move {
+        let definition = if PathBuf::from(&args.workflow).is_file() {
+            let source = match std::fs::read_to_string(&args.workflow) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", args.workflow);
+                    return Outcome::CouldNotRun;
+                }
+            };
+            match engine
+                .apply_definition(DEFAULT_WORKSPACE, &args.workflow, &source)
+                .await
+            {
+                Ok(Ok(rec)) => rec.version_id,
+                Ok(Err(rejected)) => {
+                    let color = super::stderr_color();
+                    for d in &rejected.diagnostics {
+                        eprint!("{}", render_human(&rejected.file, d, color, 100));
+                    }
+                    return Outcome::Failed;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Outcome::CouldNotRun;
+                }
+            }
+        } else {
+            args.workflow.clone()
+        };
+        let mut updates = engine.subscribe();
+        let created = engine
+            .create_run(CreateRun {
+                workspace_id: DEFAULT_WORKSPACE.into(),
+                definition,
+                input,
+                idempotency_key: args.idempotency_key.clone(),
+                trigger: json!({"kind": "cli", "label": "CLI", "actor": "cli"}),
+            })
+            .await;
+        let run = match created {
+            Ok((run, _)) => run,
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", args.workflow);
-                return Outcome::CouldNotRun;
+                report_engine_error(&e);
+                return Outcome::Failed;
             }
         };
-        match engine
-            .apply_definition(DEFAULT_WORKSPACE, &args.workflow, &source)
-            .await
-        {
-            Ok(Ok(rec)) => rec.version_id,
-            Ok(Err(rejected)) => {
-                let color = super::stderr_color();
-                for d in &rejected.diagnostics {
-                    eprint!("{}", render_human(&rejected.file, d, color, 100));
+        eprintln!("run {} ({})", run.id, run.definition_slug);
+        let mut progress = Progress::new(std::io::stderr().is_terminal());
+        let mut status = run.status;
+        let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+        loop {
+            if status.is_terminal() {
+                break;
+            }
+            if status.is_suspended() {
+                // The update may be older than the run: read it as it is now.
+                let Ok(current) = engine.run(DEFAULT_WORKSPACE, &run.id).await else {
+                    break;
+                };
+                status = current.status;
+                let on_timer = current
+                    .pending_action
+                    .as_ref()
+                    .is_some_and(|p| p["type"] == "wait");
+                // Only a timer can move the run on while this process holds the database.
+                if status.is_terminal() || (status.is_suspended() && !(args.wait && on_timer)) {
+                    break;
                 }
-                return Outcome::Failed;
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Outcome::CouldNotRun;
-            }
-        }
-    } else {
-        args.workflow.clone()
-    };
-    let mut updates = engine.subscribe();
-    let created = engine
-        .create_run(CreateRun {
-            workspace_id: DEFAULT_WORKSPACE.into(),
-            definition,
-            input,
-            idempotency_key: args.idempotency_key.clone(),
-            trigger: json!({"kind": "cli", "label": "CLI", "actor": "cli"}),
-        })
-        .await;
-    let run = match created {
-        Ok((run, _)) => run,
-        Err(e) => {
-            report_engine_error(&e);
-            return Outcome::Failed;
-        }
-    };
-    eprintln!("run {} ({})", run.id, run.definition_slug);
-    let mut progress = Progress::new(std::io::stderr().is_terminal());
-    let mut status = run.status;
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    loop {
-        if status.is_terminal() {
-            break;
-        }
-        if status.is_suspended() {
-            // The update may be older than the run: read it as it is now.
-            let Ok(current) = engine.run(DEFAULT_WORKSPACE, &run.id).await else {
-                break;
-            };
-            status = current.status;
-            let on_timer = current
-                .pending_action
-                .as_ref()
-                .is_some_and(|p| p["type"] == "wait");
-            // Only a timer can move the run on while this process holds the database.
-            if status.is_terminal() || (status.is_suspended() && !(args.wait && on_timer)) {
-                break;
-            }
-        }
-        tokio::select! {
-            u = updates.recv() => match u {
-                Ok(u) if u.run_id == run.id => match u.step {
-                    Some((step, s)) => progress.step(&step, s),
-                    // Only run-level updates carry the run's committed status.
-                    None => status = u.status,
+            tokio::select! {
+                u = updates.recv() => match u {
+                    Ok(u) if u.run_id == run.id => match u.step {
+                        Some((step, s)) => progress.step(&step, s),
+                        // Only run-level updates carry the run's committed status.
+                        None => status = u.status,
+                    },
+                    Ok(_) => {}
+                    Err(_) => {
+                        status = engine.run(DEFAULT_WORKSPACE, &run.id).await.map_or(status, |r| r.status);
+                    }
                 },
-                Ok(_) => {}
-                Err(_) => {
-                    status = engine.run(DEFAULT_WORKSPACE, &run.id).await.map_or(status, |r| r.status);
+                _ = &mut ctrl_c => {
+                    progress.finish();
+                    eprintln!("interrupted: run {} stays {status} and continues with `stepwise worker` or `stepwise serve`", run.id);
+                    engine.shutdown().await;
+                    return Outcome::Failed;
                 }
-            },
-            _ = &mut ctrl_c => {
-                progress.finish();
-                eprintln!("interrupted: run {} stays {status} and continues with `stepwise worker` or `stepwise serve`", run.id);
-                engine.shutdown().await;
-                return Outcome::Failed;
             }
         }
-    }
-    progress.finish();
-    let outcome = match engine.run(DEFAULT_WORKSPACE, &run.id).await {
-        Ok(r) => print_result(&r),
-        Err(e) => {
-            report_engine_error(&e);
-            Outcome::Failed
-        }
-    };
-    engine.shutdown().await;
-    outcome
+        progress.finish();
+        let outcome = match engine.run(DEFAULT_WORKSPACE, &run.id).await {
+            Ok(r) => print_result(&r),
+            Err(e) => {
+                report_engine_error(&e);
+                Outcome::Failed
+            }
+        };
+        engine.shutdown().await;
+        outcome
+    })
 }
 
 fn print_result(r: &RunRecord) -> Outcome {
@@ -319,21 +303,7 @@ fn line(e: &(String, StepStatus, Instant, Option<Duration>)) -> String {
 }
 
 pub fn worker(args: &WorkerArgs) -> Outcome {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Outcome::CouldNotRun;
-        }
-    };
-    rt.block_on(async {
-        let (engine, _lock) = match start_engine(&args.db) {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Outcome::CouldNotRun;
-            }
-        };
+    with_engine(&args.db, |engine| async move {
         tracing::info!("worker running on {}", args.db.db.display());
         let mut ctrl_c = std::pin::pin!(shutdown_signal());
         loop {

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 
 use super::Outcome;
-use super::local::{DbArgs, runtime, start_engine};
+use super::local::{DbArgs, with_engine};
 use super::run::shutdown_signal;
 use crate::api::{AppState, is_loopback, router};
 use crate::diagnostics::render_human;
@@ -61,21 +61,7 @@ pub fn serve(args: &ServeArgs) -> Outcome {
             return Outcome::CouldNotRun;
         }
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Outcome::CouldNotRun;
-        }
-    };
-    rt.block_on(async {
-        let (engine, _lock) = match start_engine(&args.db) {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Outcome::CouldNotRun;
-            }
-        };
+    with_engine(&args.db, |engine| async move {
         let listener = match tokio::net::TcpListener::bind(args.addr).await {
             Ok(l) => l,
             Err(e) => {
@@ -85,7 +71,9 @@ pub fn serve(args: &ServeArgs) -> Outcome {
         };
         let addr = listener.local_addr().unwrap_or(args.addr);
         if args.insecure_no_auth {
-            eprintln!("WARNING: --insecure-no-auth: anyone who can reach {addr} can start, resume and cancel runs. Never use this outside local development.");
+            eprintln!(
+                "WARNING: --insecure-no-auth: anyone who can reach {addr} can start, resume and cancel runs. Never use this outside local development."
+            );
         }
         let triggers = Triggers::new(engine.clone(), DEFAULT_WORKSPACE);
         if let Some(dir) = &args.definitions {
@@ -116,9 +104,21 @@ pub fn serve(args: &ServeArgs) -> Outcome {
         if let Some(endpoint) = &args.otlp_endpoint {
             crate::otlp::spawn_exporter(engine.clone(), endpoint.clone());
         }
-        eprintln!("stepwise listening on http://{addr} (database {})", args.db.db.display());
-        let app = router(AppState::new(engine.clone(), args.insecure_no_auth, args.public_url.clone()).with_triggers(triggers));
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+        eprintln!(
+            "stepwise listening on http://{addr} (database {})",
+            args.db.db.display()
+        );
+        let app = router(
+            AppState::new(
+                engine.clone(),
+                args.insecure_no_auth,
+                args.public_url.clone(),
+            )
+            .with_triggers(triggers),
+        );
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await;
         // In-flight steps are left RUNNING and resume at the next start; commits are finished.
         engine.shutdown().await;
         match served {
