@@ -107,7 +107,7 @@ async fn apply(engine: &Engine, yaml: &str) -> String {
         .await
         .expect("store")
     {
-        Ok(r) => r.slug,
+        Ok((r, _)) => r.slug,
         Err(r) => panic!("{:?}", r.diagnostics),
     }
 }
@@ -120,6 +120,24 @@ fn create(def: &str, input: serde_json::Value) -> CreateRun {
         idempotency_key: None,
         trigger: json!({"kind": "api"}),
     }
+}
+
+/// How many runs have `status` now.
+async fn count(engine: &Engine, status: RunStatus) -> usize {
+    let store = engine.store().clone();
+    let (_, total) = tokio::task::spawn_blocking(move || {
+        store.list_runs(&stepwise::store::RunQuery {
+            workspace_id: DEFAULT_WORKSPACE.into(),
+            status: Some(status),
+            page: 1,
+            page_size: 1,
+            ..Default::default()
+        })
+    })
+    .await
+    .expect("join")
+    .expect("count");
+    total as usize
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -143,23 +161,7 @@ async fn throughput(sync: Synchronous, runs: usize) {
     }
     let created = t.elapsed().as_secs_f64();
     // Count completions in the store every 10 ms: cheaper than following every update.
-    loop {
-        let store = b.engine.store().clone();
-        let (_, total) = tokio::task::spawn_blocking(move || {
-            store.list_runs(&stepwise::store::RunQuery {
-                workspace_id: DEFAULT_WORKSPACE.into(),
-                status: Some(RunStatus::Completed),
-                page: 1,
-                page_size: 1,
-                ..Default::default()
-            })
-        })
-        .await
-        .expect("join")
-        .expect("count");
-        if total as usize >= runs {
-            break;
-        }
+    while count(&b.engine, RunStatus::Completed).await < runs {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let secs = t.elapsed().as_secs_f64();
@@ -324,24 +326,7 @@ async fn parked_memory(runs: usize) {
         }
     }
     // Let the scheduler park them all.
-    let store = b.engine.store().clone();
-    loop {
-        let s = store.clone();
-        let (_, waiting) = tokio::task::spawn_blocking(move || {
-            s.list_runs(&stepwise::store::RunQuery {
-                workspace_id: DEFAULT_WORKSPACE.into(),
-                status: Some(RunStatus::Waiting),
-                page: 1,
-                page_size: 1,
-                ..Default::default()
-            })
-        })
-        .await
-        .expect("join")
-        .expect("count");
-        if waiting as usize == runs {
-            break;
-        }
+    while count(&b.engine, RunStatus::Waiting).await < runs {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(

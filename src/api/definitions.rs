@@ -45,18 +45,13 @@ pub async fn apply(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let source = source_of(&headers, &body)?;
-    let before = state
-        .engine
-        .store()
-        .list_definitions(&caller.workspace_id)?;
     match state
         .engine
         .apply_definition(&caller.workspace_id, "definition.yaml", &source)
         .await?
     {
-        Ok(rec) => {
-            let existed = before.iter().any(|d| d.version_id == rec.version_id);
-            let status = if existed {
+        Ok((rec, created)) => {
+            let status = if !created {
                 StatusCode::OK
             } else {
                 StatusCode::CREATED

@@ -74,7 +74,7 @@ pub fn run(args: &RunArgs) -> Outcome {
                 .apply_definition(DEFAULT_WORKSPACE, &args.workflow, &source)
                 .await
             {
-                Ok(Ok(rec)) => rec.version_id,
+                Ok(Ok((rec, _))) => rec.version_id,
                 Ok(Err(rejected)) => {
                     let color = super::stderr_color();
                     for d in &rejected.diagnostics {

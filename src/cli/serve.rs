@@ -215,7 +215,7 @@ async fn load_definitions(
             .apply_definition(DEFAULT_WORKSPACE, &name, &source)
             .await
         {
-            Ok(Ok(rec)) => eprintln!("loaded {} ({} version {})", name, rec.slug, rec.version),
+            Ok(Ok((rec, _))) => eprintln!("loaded {} ({} version {})", name, rec.slug, rec.version),
             Ok(Err(rejected)) => {
                 eprintln!("refused {name}:");
                 for d in &rejected.diagnostics {

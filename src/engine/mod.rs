@@ -233,13 +233,14 @@ impl Engine {
         self.inner.updates.subscribe()
     }
 
-    /// Lint and store a definition; the same text again returns the stored version.
+    /// Lint and store a definition; the same text again returns the stored version
+    /// (`false`: nothing was created).
     pub async fn apply_definition(
         &self,
         workspace_id: &str,
         name: &str,
         source: &str,
-    ) -> Result<std::result::Result<DefinitionRecord, Rejected>> {
+    ) -> Result<std::result::Result<(DefinitionRecord, bool), Rejected>> {
         let file = SourceFile::new(name, source);
         let lint = crate::validate::lint(&file);
         let Some(def) = lint.definition else {
@@ -256,11 +257,12 @@ impl Engine {
             source.to_string(),
             self.inner.clock.now(),
         );
-        let rec = blocking(move || store.put_definition(&ws, &slug, label.as_deref(), &src, now))
-            .await??;
+        let (rec, created) =
+            blocking(move || store.put_definition(&ws, &slug, label.as_deref(), &src, now))
+                .await??;
         let compiled = self.compiled_record(rec.clone())?;
         self.inner.cache.set_latest(compiled);
-        Ok(Ok(rec))
+        Ok(Ok((rec, created)))
     }
 
     /// The compiled form of a definition version, from the cache or the store.

@@ -278,7 +278,7 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, writes: &[Write]) -> Result<()>;
 
     /// Store a definition version. The same source under the same slug returns the version
-    /// already stored; a different one becomes the next version.
+    /// already stored (`false`: nothing was created); a different one becomes the next version.
     fn put_definition(
         &self,
         workspace_id: &str,
@@ -286,7 +286,7 @@ pub trait Store: Send + Sync + 'static {
         label: Option<&str>,
         source: &str,
         now: Timestamp,
-    ) -> Result<DefinitionRecord>;
+    ) -> Result<(DefinitionRecord, bool)>;
     /// A slug (its latest version) or an exact `wfdef_…` id.
     fn definition(&self, workspace_id: &str, id: &str) -> Result<Option<DefinitionRecord>>;
     fn definition_versions(&self, workspace_id: &str, slug: &str) -> Result<Vec<DefinitionRecord>>;

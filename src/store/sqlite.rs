@@ -546,7 +546,7 @@ impl Store for SqliteStore {
         label: Option<&str>,
         source: &str,
         now: Timestamp,
-    ) -> Result<DefinitionRecord> {
+    ) -> Result<(DefinitionRecord, bool)> {
         let hash = format!("{:x}", Sha256::digest(source.as_bytes()));
         self.write(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -563,7 +563,7 @@ impl Store for SqliteStore {
             if let Some(latest) = &latest
                 && latest.hash == hash
             {
-                return Ok(latest.clone());
+                return Ok((latest.clone(), false));
             }
             let rec = DefinitionRecord {
                 version_id: new_id(DEFINITION_PREFIX),
@@ -589,7 +589,7 @@ impl Store for SqliteStore {
                 ],
             )?;
             tx.commit()?;
-            Ok(rec)
+            Ok((rec, true))
         })
     }
 
@@ -910,14 +910,16 @@ mod tests {
     fn definitions_keep_every_version() {
         let (_d, s) = store();
         let now = Timestamp::now();
-        let a = s
+        let (a, created) = s
             .put_definition(DEFAULT_WORKSPACE, "x", None, "id: x # 1", now)
             .unwrap();
-        let again = s
+        assert!(created);
+        let (again, created) = s
             .put_definition(DEFAULT_WORKSPACE, "x", None, "id: x # 1", now)
             .unwrap();
+        assert!(!created);
         assert_eq!(a, again);
-        let b = s
+        let (b, _) = s
             .put_definition(DEFAULT_WORKSPACE, "x", Some("2"), "id: x # 2", now)
             .unwrap();
         assert_eq!(b.version, 2);

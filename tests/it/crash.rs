@@ -38,7 +38,7 @@ async fn runs_survive_repeated_kill_9() {
     {
         let store = SqliteStore::open(&db, Synchronous::Full).unwrap();
         let now = jiff::Timestamp::now();
-        let def = store
+        let (def, _) = store
             .put_definition(DEFAULT_WORKSPACE, "crashy", None, &definition(&server), now)
             .unwrap();
         let runs: Vec<Write> = (0..RUNS)

@@ -59,7 +59,7 @@ impl Env {
             .await
             .unwrap()
         {
-            Ok(rec) => rec.slug,
+            Ok((rec, _)) => rec.slug,
             Err(rejected) => panic!("definition rejected: {:#?}", rejected.diagnostics),
         }
     }
