@@ -169,6 +169,10 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Answered once no step executes and every change is committed.
+    Idle {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 struct Inner {
@@ -215,6 +219,34 @@ impl Engine {
         };
         scheduler::spawn(engine.clone(), rx)?;
         Ok(engine)
+    }
+
+    /// An engine that reads but never schedules: no recovery, no steps, no timers. Commands
+    /// that change a run fail. For read-only CLI commands on a database no server runs on.
+    pub fn read_only(store: Arc<dyn Store>, clock: SharedClock, config: EngineConfig) -> Engine {
+        let (tx, _) = mpsc::unbounded_channel();
+        let (updates, _) = broadcast::channel(16);
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                cache: compiled::Cache::default(),
+                tx,
+                updates,
+                config,
+            }),
+        }
+    }
+
+    /// Wait until no step is executing and every change is committed. Steps that wait
+    /// (timers, approvals, events) do not keep the engine busy: their state is durable.
+    pub async fn until_idle(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Idle { reply })
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

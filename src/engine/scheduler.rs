@@ -97,6 +97,7 @@ pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> sup
                 timer_keys: HashSet::new(),
                 next_refresh: Timestamp::UNIX_EPOCH,
                 shutdown: None,
+                idle: Vec::new(),
                 secrets_mj: template::context(&json!(engine_secrets)),
             };
             rt.block_on(s.run());
@@ -125,6 +126,8 @@ struct Scheduler {
     timer_keys: HashSet<(String, String, u8)>,
     next_refresh: Timestamp,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Callers of `Engine::until_idle`.
+    idle: Vec<tokio::sync::oneshot::Sender<()>>,
     /// `secrets` as a template value, converted once.
     secrets_mj: minijinja::Value,
 }
@@ -161,6 +164,14 @@ impl Scheduler {
                 }
                 let _ = reply.send(());
                 return;
+            }
+            if !self.idle.is_empty()
+                && self.writes.is_empty()
+                && self.active.values().all(|r| r.tasks.is_empty())
+            {
+                for reply in self.idle.drain(..) {
+                    let _ = reply.send(());
+                }
             }
             let sleep = self.until_next_timer();
             tokio::select! {
@@ -392,6 +403,7 @@ impl Scheduler {
                 self.replies.push(snapshot_reply(reply, r));
             }
             Command::Shutdown { reply } => self.shutdown = Some(reply),
+            Command::Idle { reply } => self.idle.push(reply),
         }
         self.process_children();
     }
