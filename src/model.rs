@@ -182,3 +182,78 @@ mod tests {
         assert!(RunStatus::Paused.can_cancel() && !RunStatus::Failed.can_cancel());
     }
 }
+
+/// An enum stored and served as fixed strings.
+macro_rules! text_enum {
+    ($t:ident { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => $s),* }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some($t::$v),)* _ => None }
+            }
+        }
+
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+/// What an entry of a run's trace records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    RunCreated,
+    RunStarted,
+    RunCompleted,
+    RunFailed,
+    RunCancelled,
+    RunRetried,
+    StepStarted,
+    StepCompleted,
+    StepFailed,
+    StepRetrying,
+    StepSkipped,
+    StepWaiting,
+    /// The process stopped while an attempt ran; the attempt runs again.
+    StepRecovered,
+    SignalReceived,
+    ApprovalDecided,
+    HookResumed,
+    TimerFired,
+    ChildStarted,
+    Log,
+}
+
+text_enum!(EventKind {
+    RunCreated => "run.created",
+    RunStarted => "run.started",
+    RunCompleted => "run.completed",
+    RunFailed => "run.failed",
+    RunCancelled => "run.cancelled",
+    RunRetried => "run.retried",
+    StepStarted => "step.started",
+    StepCompleted => "step.completed",
+    StepFailed => "step.failed",
+    StepRetrying => "step.retrying",
+    StepSkipped => "step.skipped",
+    StepWaiting => "step.waiting",
+    StepRecovered => "step.recovered",
+    SignalReceived => "signal.received",
+    ApprovalDecided => "approval.decided",
+    HookResumed => "hook.resumed",
+    TimerFired => "timer.fired",
+    ChildStarted => "child.started",
+    Log => "log",
+});

@@ -102,6 +102,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Conflict(m) => ApiError::Conflict(m),
             EngineError::Unauthorized(m) => ApiError::Auth(m),
+            EngineError::Unavailable(m) => ApiError::Unavailable(m),
             EngineError::ShuttingDown => {
                 ApiError::Unavailable("the server is shutting down".into())
             }

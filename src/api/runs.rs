@@ -412,7 +412,7 @@ pub async fn hooks(
     let base = state.base_url(&headers);
     let data: Vec<Value> = hooks
         .iter()
-        .filter(|h| all || h.status == "pending")
+        .filter(|h| all || h.status == crate::store::HookStatus::Pending)
         .map(|h| views::hook(h, &base))
         .collect();
     Ok(ok(StatusCode::OK, Value::Array(data)))

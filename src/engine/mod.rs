@@ -3,6 +3,7 @@
 
 mod compiled;
 mod scheduler;
+pub mod secrets;
 mod state;
 
 use std::collections::HashMap;
@@ -29,8 +30,12 @@ pub struct EngineConfig {
     /// Limit of one action or agent attempt when the step sets no `timeout`.
     pub default_step_timeout: Duration,
     pub llm: LlmConfig,
-    /// `secrets.NAME` in templates; from `STEPWISE_SECRET_NAME` variables.
+    /// `secrets.NAME` in templates; from `STEPWISE_SECRET_NAME` variables. They belong to
+    /// the default workspace.
     pub secrets: HashMap<String, String>,
+    /// Secret name → further workspaces (or `*`) that may read it
+    /// (`STEPWISE_SECRET_GRANTS=NAME=ws1,ws2;OTHER=*`).
+    pub secret_grants: HashMap<String, Vec<String>>,
     /// Most writes committed in one transaction.
     pub max_batch: usize,
 }
@@ -42,6 +47,7 @@ impl Default for EngineConfig {
             default_step_timeout: Duration::from_secs(300),
             llm: LlmConfig::default(),
             secrets: HashMap::new(),
+            secret_grants: HashMap::new(),
             max_batch: 20_000,
         }
     }
@@ -56,7 +62,10 @@ impl EngineConfig {
             ..Self::default()
         };
         for (k, v) in std::env::vars() {
-            if let Some(name) = k.strip_prefix("STEPWISE_SECRET_")
+            if k == "STEPWISE_SECRET_GRANTS" {
+                cfg.secret_grants = secrets::parse_grants(&v)
+                    .map_err(|e| format!("STEPWISE_SECRET_GRANTS: {e}"))?;
+            } else if let Some(name) = k.strip_prefix("STEPWISE_SECRET_")
                 && !name.is_empty()
             {
                 cfg.secrets.insert(name.to_string(), v);
@@ -65,6 +74,12 @@ impl EngineConfig {
         if let Ok(v) = std::env::var("STEPWISE_MAX_SUSPENDED") {
             cfg.max_suspended =
                 crate::duration::parse(&v).map_err(|e| format!("STEPWISE_MAX_SUSPENDED: {e}"))?;
+            if cfg.max_suspended.is_zero() {
+                return Err(
+                    "STEPWISE_MAX_SUSPENDED: must be longer than 0s (every approval would time out at once)"
+                        .into(),
+                );
+            }
         }
         Ok(cfg)
     }
@@ -85,6 +100,9 @@ pub enum EngineError {
     /// 401: a webhook signature or credential does not match.
     #[error("{0}")]
     Unauthorized(String),
+    /// 503: the store refuses commits; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the engine is shutting down")]
@@ -123,6 +141,9 @@ pub enum Resume {
     Signal { signal_type: String, payload: Value },
     /// A PAUSED run at an `approval` step; `input` must be one of its options.
     Approval { step: String, input: Value },
+    /// Through a hook token: exactly the hook's step, once. `payload` is the approval's
+    /// option (or `{option|choice|decision|input: …}`) or the external event's payload.
+    Hook { token: String, payload: Value },
 }
 
 /// A change the scheduler committed, for waiters and progress displays.
@@ -173,6 +194,18 @@ pub(crate) enum Command {
     Idle {
         reply: oneshot::Sender<()>,
     },
+    Stats {
+        reply: oneshot::Sender<Stats>,
+    },
+}
+
+/// What the scheduler holds in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Runs in memory: running, or being changed.
+    pub active_runs: usize,
+    /// Timers queued in memory (due within the next minute).
+    pub queued_timers: usize,
 }
 
 struct Inner {
@@ -182,6 +215,9 @@ struct Inner {
     tx: mpsc::UnboundedSender<Command>,
     updates: broadcast::Sender<Update>,
     config: EngineConfig,
+    secrets: Arc<secrets::Secrets>,
+    /// Why the store refuses commits, while it does.
+    store_error: std::sync::Mutex<Option<String>>,
 }
 
 /// The engine handle: cheap to clone, safe to share.
@@ -214,7 +250,12 @@ impl Engine {
                 cache: compiled::Cache::default(),
                 tx,
                 updates,
+                secrets: Arc::new(secrets::Secrets::new(
+                    &config.secrets,
+                    &config.secret_grants,
+                )),
                 config,
+                store_error: std::sync::Mutex::default(),
             }),
         };
         scheduler::spawn(engine.clone(), rx)?;
@@ -233,7 +274,12 @@ impl Engine {
                 cache: compiled::Cache::default(),
                 tx,
                 updates,
+                secrets: Arc::new(secrets::Secrets::new(
+                    &config.secrets,
+                    &config.secret_grants,
+                )),
                 config,
+                store_error: std::sync::Mutex::default(),
             }),
         }
     }
@@ -241,12 +287,43 @@ impl Engine {
     /// Wait until no step is executing and every change is committed. Steps that wait
     /// (timers, approvals, events) do not keep the engine busy: their state is durable.
     pub async fn until_idle(&self) -> Result<()> {
+        self.call_plain(|reply| Command::Idle { reply }).await
+    }
+
+    async fn call_plain<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
         let (reply, rx) = oneshot::channel();
         self.inner
             .tx
-            .send(Command::Idle { reply })
+            .send(make(reply))
             .map_err(|_| EngineError::ShuttingDown)?;
         rx.await.map_err(|_| EngineError::ShuttingDown)
+    }
+
+    /// What the scheduler holds in memory (for health reports and tests).
+    pub async fn stats(&self) -> Result<Stats> {
+        self.call_plain(|reply| Command::Stats { reply }).await
+    }
+
+    /// Why the store refuses commits, while it does (`/healthz` reports it).
+    pub fn store_error(&self) -> Option<String> {
+        self.inner
+            .store_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_store_error(&self, e: Option<String>) {
+        *self
+            .inner
+            .store_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = e;
+    }
+
+    /// The secrets of every workspace; `redact` hides their values.
+    pub fn secrets(&self) -> &secrets::Secrets {
+        &self.inner.secrets
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -412,29 +489,18 @@ impl Engine {
     /// Resume through a hook token: the token is the credential. The payload is the value of
     /// the step (an approval's option, or an external event's payload).
     pub async fn resume_hook(&self, token: &str, payload: Value, actor: &str) -> Result<RunRecord> {
+        // The row only routes the request to its run; the scheduler checks it again, with
+        // the step, in the same turn as the completion.
         let store = self.inner.store.clone();
         let t = token.to_string();
         let hook = blocking(move || store.hook(&t))
             .await??
             .ok_or_else(|| EngineError::NotFound("hook not found".into()))?;
-        if hook.status != "pending" {
-            return Err(EngineError::Conflict(format!(
-                "this hook was already {}",
-                hook.status
-            )));
-        }
-        let resume = if hook.kind == "approval" {
-            Resume::Approval {
-                step: hook.step_id.clone(),
-                input: approval_choice(payload),
-            }
-        } else {
-            Resume::Signal {
-                signal_type: String::new(),
-                payload,
-            }
+        let resume = Resume::Hook {
+            token: token.to_string(),
+            payload,
         };
-        let (run_id, actor) = (hook.run_id.clone(), actor.to_string());
+        let (run_id, actor) = (hook.run_id, actor.to_string());
         self.call(|reply| Command::Resume {
             workspace_id: None,
             run_id,
@@ -525,7 +591,7 @@ impl Engine {
 }
 
 /// A hook payload for an approval: the option itself, or `{option|choice|decision|input: …}`.
-fn approval_choice(payload: Value) -> Value {
+pub(crate) fn approval_choice(payload: Value) -> Value {
     if let Value::Object(map) = &payload {
         for key in ["option", "choice", "decision", "input"] {
             if let Some(v) = map.get(key) {

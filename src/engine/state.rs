@@ -17,6 +17,8 @@ pub struct Slot {
     pub status: StepStatus,
     /// The current (or next) attempt number, from 1.
     pub attempt: i64,
+    /// The first attempt of the run's current attempt: `retry: N` allows N from here.
+    pub base_attempt: i64,
     pub output: Option<Value>,
     /// The completion is durable: dependents may start.
     pub committed: bool,
@@ -28,11 +30,12 @@ pub struct Slot {
     pub mj_output: Option<minijinja::Value>,
 }
 
-impl Slot {
-    fn new() -> Self {
+impl Default for Slot {
+    fn default() -> Self {
         Self {
             status: StepStatus::Pending,
             attempt: 1,
+            base_attempt: 1,
             output: None,
             committed: false,
             backoff: false,
@@ -61,7 +64,7 @@ impl Active {
         Self {
             rec,
             def,
-            slots: vec![Slot::new(); n],
+            slots: vec![Slot::default(); n],
             tasks: HashMap::new(),
             dirty: false,
             mj_input,
@@ -71,10 +74,14 @@ impl Active {
     /// Rebuild from stored records: the latest attempt of each step counts.
     pub fn load(rec: RunRecord, def: Arc<Compiled>, steps: Vec<StepRecord>) -> Self {
         let mut a = Active::new(rec, def);
+        let mut base: Vec<Option<i64>> = vec![None; a.slots.len()];
         for s in steps {
             let Some(i) = a.def.step_index(&s.step_id) else {
                 continue;
             };
+            if s.run_attempt == a.rec.attempt {
+                base[i] = Some(base[i].map_or(s.attempt, |b| b.min(s.attempt)));
+            }
             let slot = &mut a.slots[i];
             if slot.record.as_ref().is_some_and(|r| r.attempt > s.attempt) {
                 continue;
@@ -86,6 +93,9 @@ impl Active {
             slot.committed = true;
             slot.backoff = false;
             slot.record = Some(s);
+        }
+        for (slot, base) in a.slots.iter_mut().zip(base) {
+            slot.base_attempt = base.unwrap_or(slot.attempt);
         }
         a
     }

@@ -3,6 +3,8 @@
 
 pub mod agent;
 pub mod http;
+pub mod log;
+pub mod transform;
 
 use serde_json::{Value, json};
 

@@ -81,6 +81,9 @@ pub struct StepRecord {
     /// Position in the plan's order.
     pub step_index: i64,
     pub attempt: i64,
+    /// The run's attempt (1, then +1 per `POST /retry`) this step attempt belongs to:
+    /// `retry: N` counts the step attempts of one run attempt.
+    pub run_attempt: i64,
     pub status: StepStatus,
     pub input: Option<Value>,
     pub output: Option<Value>,
@@ -122,6 +125,26 @@ impl TimerKind {
     }
 }
 
+/// Which step kind a hook resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    Approval,
+    ExternalEvent,
+}
+
+/// A hook is usable once, while its step waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookStatus {
+    Pending,
+    /// Used: its step was resumed (through this hook or otherwise).
+    Resumed,
+    /// Its step stopped waiting without it: timed out, failed, cancelled, or the run ended.
+    Closed,
+}
+
+crate::model::text_enum!(HookKind { Approval => "approval", ExternalEvent => "external_event" });
+crate::model::text_enum!(HookStatus { Pending => "pending", Resumed => "resumed", Closed => "closed" });
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimerRecord {
     pub run_id: String,
@@ -136,10 +159,8 @@ pub struct HookRecord {
     pub workspace_id: String,
     pub run_id: String,
     pub step_id: String,
-    /// `approval` or `external_event`.
-    pub kind: String,
-    /// `pending`, `resumed` or `closed`.
-    pub status: String,
+    pub kind: HookKind,
+    pub status: HookStatus,
     pub created_at: Timestamp,
     pub resumed_at: Option<Timestamp>,
 }
@@ -149,7 +170,7 @@ pub struct HookRecord {
 pub struct EventRecord {
     pub run_id: String,
     pub at: Timestamp,
-    pub kind: String,
+    pub kind: crate::model::EventKind,
     pub step_id: Option<String>,
     pub data: Value,
 }
@@ -242,7 +263,7 @@ pub enum Write {
     CloseHooks {
         run_id: String,
         step_id: Option<String>,
-        status: String,
+        status: HookStatus,
         at: Timestamp,
     },
     Signal(SignalRecord),
@@ -308,6 +329,8 @@ pub trait Store: Send + Sync + 'static {
     /// Timers due at or before `before`, earliest first.
     fn timers_due(&self, before: Timestamp, limit: usize) -> Result<Vec<TimerRecord>>;
     fn hook(&self, token: &str) -> Result<Option<HookRecord>>;
+    /// The stored timer of a step and kind, if any (a fired in-memory timer checks it).
+    fn timer(&self, run_id: &str, step_id: &str, kind: TimerKind) -> Result<Option<TimerRecord>>;
     fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
 
     /// A trigger's persisted state (a schedule's next due time, a poll's cursor).

@@ -10,8 +10,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ApiKeyRecord, DefinitionRecord, EventRecord, HookRecord, Result, RunQuery, RunRecord,
-    SignalRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord, Write,
+    ApiKeyRecord, DefinitionRecord, EventRecord, HookKind, HookRecord, HookStatus, Result,
+    RunQuery, RunRecord, SignalRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord,
+    Write,
 };
 use crate::model::{DEFINITION_PREFIX, RunStatus, new_id};
 
@@ -146,6 +147,9 @@ CREATE TABLE trigger_state (
     PRIMARY KEY (workspace_id, name)
 ) WITHOUT ROWID;
 CREATE INDEX runs_by_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
+"#,
+    r#"
+ALTER TABLE step_executions ADD COLUMN run_attempt INTEGER NOT NULL DEFAULT 1;
 "#,
 ];
 
@@ -335,6 +339,7 @@ fn step_from_row(r: &Row<'_>) -> rusqlite::Result<StepRecord> {
         meta: parse_json(r.get(9)?)?,
         started_at: r.get::<_, Option<i64>>(10)?.map(ts),
         finished_at: r.get::<_, Option<i64>>(11)?.map(ts),
+        run_attempt: r.get(12)?,
     })
 }
 
@@ -357,8 +362,14 @@ fn hook_from_row(r: &Row<'_>) -> rusqlite::Result<HookRecord> {
         workspace_id: r.get(1)?,
         run_id: r.get(2)?,
         step_id: r.get(3)?,
-        kind: r.get(4)?,
-        status: r.get(5)?,
+        kind: {
+            let k: String = r.get(4)?;
+            HookKind::parse(&k).ok_or_else(|| conversion(format!("hook kind `{k}`")))?
+        },
+        status: {
+            let s: String = r.get(5)?;
+            HookStatus::parse(&s).ok_or_else(|| conversion(format!("hook status `{s}`")))?
+        },
         created_at: ts(r.get(6)?),
         resumed_at: r.get::<_, Option<i64>>(7)?.map(ts),
     })
@@ -422,7 +433,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
         Write::PutStep(s) => {
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO step_executions (run_id, step_id, attempt, step_index, status, input, output, \
-                 error, usage, meta, started_at, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 error, usage, meta, started_at, finished_at, run_attempt) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 s.run_id,
@@ -437,6 +449,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
                 opt_json(&s.meta),
                 s.started_at.map(micros),
                 s.finished_at.map(micros),
+                s.run_attempt,
             ])?;
         }
         Write::Event(e) => {
@@ -446,7 +459,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
             .execute(params![
                 e.run_id,
                 micros(e.at),
-                e.kind,
+                e.kind.as_str(),
                 e.step_id,
                 json_text(&e.data)
             ])?;
@@ -478,8 +491,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
                 h.workspace_id,
                 h.run_id,
                 h.step_id,
-                h.kind,
-                h.status,
+                h.kind.as_str(),
+                h.status.as_str(),
                 micros(h.created_at),
                 h.resumed_at.map(micros)
             ])?;
@@ -494,7 +507,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
                 "UPDATE hooks SET status = ?3, resumed_at = ?4 WHERE run_id = ?1 AND status = 'pending' \
                  AND (?2 IS NULL OR step_id = ?2)",
             )?
-            .execute(params![run_id, step_id, status, micros(*at)])?;
+            .execute(params![run_id, step_id, status.as_str(), micros(*at)])?;
         }
         Write::Signal(s) => {
             tx.prepare_cached(
@@ -657,7 +670,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT run_id, step_id, attempt, step_index, status, input, output, error, usage, meta, started_at, \
-                 finished_at FROM step_executions WHERE run_id = ?1 ORDER BY step_index, attempt",
+                 finished_at, run_attempt FROM step_executions WHERE run_id = ?1 ORDER BY step_index, attempt",
             )?;
             stmt.query_map(params![run_id], step_from_row)?.collect()
         })
@@ -672,7 +685,11 @@ impl Store for SqliteStore {
                 Ok(EventRecord {
                     run_id: r.get(0)?,
                     at: ts(r.get(1)?),
-                    kind: r.get(2)?,
+                    kind: {
+                        let k: String = r.get(2)?;
+                        crate::model::EventKind::parse(&k)
+                            .ok_or_else(|| conversion(format!("event kind `{k}`")))?
+                    },
                     step_id: r.get(3)?,
                     data: parse_json(r.get(4)?)?.unwrap_or(Value::Null),
                 })
@@ -795,6 +812,23 @@ impl Store for SqliteStore {
                 "SELECT {HOOK_COLUMNS} FROM hooks WHERE token = ?1"
             ))?
             .query_row(params![token], hook_from_row)
+            .optional()
+        })
+    }
+
+    fn timer(&self, run_id: &str, step_id: &str, kind: TimerKind) -> Result<Option<TimerRecord>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT due_at FROM timers WHERE run_id = ?1 AND step_id = ?2 AND kind = ?3",
+            )?
+            .query_row(params![run_id, step_id, kind.as_str()], |r| {
+                Ok(TimerRecord {
+                    run_id: run_id.to_string(),
+                    step_id: step_id.to_string(),
+                    kind,
+                    due_at: ts(r.get(0)?),
+                })
+            })
             .optional()
         })
     }

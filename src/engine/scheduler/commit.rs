@@ -1,0 +1,266 @@
+//! Committing a batch, and what happens when the store refuses: the runs involved go back
+//! to their committed state, finished executor work is kept and applied again, commands are
+//! refused at once with `UNAVAILABLE`, and the commit is retried with a growing delay.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use super::batch::{Batch, Start, coalesce};
+use super::{Command, Scheduler};
+use crate::engine::EngineError;
+use crate::model::StepStatus;
+use crate::store::StoreError;
+
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// A store that keeps failing is reported this often, not on every retry.
+const REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// The store refuses commits.
+pub(super) struct Failing {
+    since: Instant,
+    retry_at: Instant,
+    delay: Duration,
+    reported_at: Instant,
+    message: String,
+    /// Runs whose committed state could not be read back yet.
+    stale: HashSet<String>,
+}
+
+impl Failing {
+    pub fn retry_in(&self, _now: jiff::Timestamp) -> Duration {
+        self.retry_at.saturating_duration_since(Instant::now())
+    }
+
+    fn due(&self) -> bool {
+        Instant::now() >= self.retry_at
+    }
+}
+
+impl Scheduler {
+    /// Commit the batch, then answer, notify, start steps and advance; repeat while that made
+    /// new writes. While the store fails, only at the retry time.
+    pub(super) fn flush(&mut self) {
+        loop {
+            self.process_children();
+            if let Some(f) = &self.failing {
+                if !f.due() {
+                    return;
+                }
+                let stale: Vec<String> = f.stale.iter().cloned().collect();
+                self.roll_back(stale);
+            }
+            if self.batch.is_empty() {
+                if self.failing.take().is_some() {
+                    self.engine.set_store_error(None);
+                }
+                return;
+            }
+            let batch = std::mem::take(&mut self.batch);
+            if !self.commit(batch) {
+                return;
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: Batch) -> bool {
+        let Batch {
+            writes,
+            replies,
+            updates,
+            touched,
+            starts,
+            ..
+        } = batch;
+        let writes = coalesce(writes);
+        match self.store.commit(&writes) {
+            Ok(()) => {
+                self.outcomes.clear();
+                if let Some(f) = self.failing.take() {
+                    tracing::info!(
+                        "the store accepts commits again after {:.1?}",
+                        f.since.elapsed()
+                    );
+                    self.engine.set_store_error(None);
+                }
+                for id in &touched {
+                    if let Some(run) = self.active.get_mut(id) {
+                        for s in &mut run.slots {
+                            s.committed = true;
+                        }
+                    }
+                }
+                for r in replies {
+                    r(None);
+                }
+                for u in updates {
+                    let _ = self.engine.inner.updates.send(u);
+                }
+                for s in starts {
+                    self.launch(s);
+                }
+                let touched: Vec<String> = touched.into_iter().collect();
+                for id in &touched {
+                    self.advance(id);
+                }
+                self.evict(&touched);
+                true
+            }
+            Err(e) => {
+                for r in replies {
+                    r(Some(&e));
+                }
+                // `starts` are dropped: a step whose start is not durable never executes.
+                self.note_failure(&e);
+                self.roll_back(touched.into_iter().collect());
+                false
+            }
+        }
+    }
+
+    fn note_failure(&mut self, e: &StoreError) {
+        let message = format!("the store refuses commits: {e}");
+        match &mut self.failing {
+            None => {
+                tracing::error!("{message}; refusing changes and retrying");
+                let now = Instant::now();
+                self.failing = Some(Failing {
+                    since: now,
+                    retry_at: now + FIRST_RETRY,
+                    delay: FIRST_RETRY,
+                    reported_at: now,
+                    message: message.clone(),
+                    stale: HashSet::new(),
+                });
+            }
+            Some(f) => {
+                f.delay = (f.delay * 2).min(MAX_RETRY);
+                f.retry_at = Instant::now() + f.delay;
+                if f.reported_at.elapsed() >= REPORT_EVERY {
+                    tracing::error!("{message} (failing for {:.0?})", f.since.elapsed());
+                    f.reported_at = Instant::now();
+                }
+                f.message.clone_from(&message);
+            }
+        }
+        self.engine.set_store_error(Some(message));
+    }
+
+    /// Put runs back to their committed state, keeping executors that still run and applying
+    /// again the results that arrived since; a step that was running without either (its
+    /// executor was stopped by a change that did not commit) runs again, as after a crash.
+    fn roll_back(&mut self, ids: Vec<String>) {
+        self.batch.pending_keys.clear();
+        for id in ids {
+            let old = self.active.remove(&id);
+            if self.get_or_load(&id).is_none() {
+                let readable = matches!(self.store.run(&id), Ok(None));
+                if let Some(old) = old {
+                    if readable {
+                        // Created in the failed batch: it never existed.
+                        for t in old.tasks.values() {
+                            t.abort();
+                        }
+                    } else {
+                        self.active.insert(id.clone(), old);
+                    }
+                }
+                if let Some(f) = self.failing.as_mut() {
+                    if readable {
+                        f.stale.remove(&id);
+                    } else {
+                        f.stale.insert(id);
+                    }
+                }
+                continue;
+            }
+            if let Some(f) = self.failing.as_mut() {
+                f.stale.remove(&id);
+            }
+            let Some(mut run) = self.active.remove(&id) else {
+                continue;
+            };
+            if let Some(mut old) = old {
+                for (i, task) in old.tasks.drain() {
+                    let same = old.slots.get(i).map(|s| s.attempt)
+                        == run.slots.get(i).map(|s| s.attempt)
+                        && run.slots.get(i).map(|s| s.status) == Some(StepStatus::Running);
+                    if same {
+                        run.tasks.insert(i, task);
+                    } else {
+                        task.abort();
+                    }
+                }
+            }
+            let outcomes: Vec<usize> = self
+                .outcomes
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.run_id == id)
+                .map(|(k, _)| k)
+                .collect();
+            for (i, slot) in run.slots.iter_mut().enumerate() {
+                let awaited = run.tasks.contains_key(&i)
+                    || outcomes.iter().any(|&k| self.outcomes[k].step == i);
+                if slot.status == StepStatus::Running && !awaited && !run.rec.status.is_terminal() {
+                    slot.status = StepStatus::Pending;
+                }
+            }
+            self.active.insert(id.clone(), run);
+            for k in outcomes {
+                let o = &self.outcomes[k];
+                let (run_id, step, attempt, result) =
+                    (o.run_id.clone(), o.step, o.attempt, o.result.clone());
+                self.apply_outcome(&run_id, step, attempt, result);
+            }
+            self.batch.touched.insert(id);
+        }
+    }
+
+    /// Hand a step whose start committed to its executor.
+    fn launch(&mut self, s: Start) {
+        let Some(run) = self.active.get_mut(&s.run_id) else {
+            return;
+        };
+        let current = run
+            .slots
+            .get(s.step)
+            .is_some_and(|slot| slot.status == StepStatus::Running && slot.attempt == s.attempt);
+        if !current {
+            return;
+        }
+        let tx = self.engine.inner.tx.clone();
+        let (run_id, step, attempt, fut) = (s.run_id, s.step, s.attempt, s.fut);
+        let handle = self.exec.spawn(async move {
+            let result = fut.await;
+            let _ = tx.send(Command::Done {
+                run_id,
+                step,
+                attempt,
+                result,
+            });
+        });
+        run.tasks.insert(step, handle.abort_handle());
+    }
+
+    /// While the store fails, commands that would change a run are refused at once.
+    pub(super) fn refuse_while_failing(&mut self, cmd: Command) -> Option<Command> {
+        let Some(f) = &self.failing else {
+            return Some(cmd);
+        };
+        let err = || EngineError::Unavailable(format!("{}; try again later", f.message));
+        match cmd {
+            Command::Create { reply, .. } => {
+                let _ = reply.send(Err(err()));
+                None
+            }
+            Command::Cancel { reply, .. }
+            | Command::Resume { reply, .. }
+            | Command::Retry { reply, .. } => {
+                let _ = reply.send(Err(err()));
+                None
+            }
+            other => Some(other),
+        }
+    }
+}

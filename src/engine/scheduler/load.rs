@@ -1,0 +1,150 @@
+//! Loading runs into memory, recovering them after a restart, and dropping them again.
+
+use serde_json::json;
+
+use super::Scheduler;
+use super::policy::retries_left;
+use crate::engine::EngineError;
+use crate::engine::state::Active;
+use crate::model::{EventKind, RunStatus, StepStatus};
+
+impl Scheduler {
+    pub(super) fn get_or_load(&mut self, id: &str) -> Option<&mut Active> {
+        if !self.active.contains_key(id) {
+            let rec = match self.store.run(id) {
+                Ok(Some(r)) => r,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::error!("cannot load run {id}: {e}");
+                    return None;
+                }
+            };
+            let def = match self
+                .store
+                .definition(&rec.workspace_id, &rec.definition_id)
+                .map_err(|e| e.to_string())
+                .and_then(|d| d.ok_or_else(|| "its definition version is missing".to_string()))
+                .and_then(|d| self.engine.compiled_record(d).map_err(|e| e.to_string()))
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!("cannot load the definition of run {id}: {e}");
+                    return None;
+                }
+            };
+            let steps = match self.store.steps(id) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot load the steps of run {id}: {e}");
+                    return None;
+                }
+            };
+            self.active
+                .insert(id.to_string(), Active::load(rec, def, steps));
+        }
+        self.active.get_mut(id)
+    }
+
+    /// Take a run out of memory for a command (loading it if needed); 404 for an unknown
+    /// run or another workspace's. Give it back with [`Scheduler::restore`].
+    pub(super) fn lookup(
+        &mut self,
+        workspace_id: Option<&str>,
+        run_id: &str,
+    ) -> crate::engine::Result<Active> {
+        let found = self
+            .get_or_load(run_id)
+            .is_some_and(|r| workspace_id.is_none_or(|ws| ws == r.rec.workspace_id));
+        if !found {
+            self.evict(&[run_id.to_string()]);
+            return Err(EngineError::NotFound(format!("run `{run_id}` not found")));
+        }
+        self.active
+            .remove(run_id)
+            .ok_or_else(|| EngineError::NotFound(format!("run `{run_id}` not found")))
+    }
+
+    /// Put a run back after a command; one that needs no memory (finished, or waiting on
+    /// rows) leaves at once, so refused commands cost nothing.
+    pub(super) fn restore(&mut self, run: Active) {
+        let id = run.rec.id.clone();
+        self.active.insert(id.clone(), run);
+        if !self.batch.touched.contains(&id) {
+            self.evict(&[id]);
+        }
+    }
+
+    /// Steps in flight when the process stopped run again (same attempt, same
+    /// Idempotency-Key, marked in the trace); failed attempts with retries left get their
+    /// next attempt.
+    pub(super) fn prepare_recovered(&mut self, id: &str) {
+        let Some(run) = self.active.get_mut(id) else {
+            return;
+        };
+        let steps = run.def.plan.definition.steps.clone();
+        let mut recovered = Vec::new();
+        for (i, slot) in run.slots.iter_mut().enumerate() {
+            match slot.status {
+                StepStatus::Running => {
+                    slot.status = StepStatus::Pending;
+                    recovered.push((steps[i].id.clone(), slot.attempt));
+                }
+                StepStatus::Failed
+                    if run.rec.status == RunStatus::Running
+                        && retries_left(slot, &steps[i].retry) =>
+                {
+                    slot.status = StepStatus::Pending;
+                    slot.attempt += 1;
+                }
+                _ => {}
+            }
+        }
+        let run_id = run.rec.id.clone();
+        for (step_id, attempt) in recovered {
+            self.event(
+                &run_id,
+                EventKind::StepRecovered,
+                Some(&step_id),
+                json!({"attempt": attempt, "reason": "the process stopped while this attempt ran; it runs again"}),
+            );
+        }
+    }
+
+    pub(super) fn recover(&mut self) {
+        let ids = match self
+            .store
+            .run_ids_with_status(&[RunStatus::Pending, RunStatus::Running])
+        {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!("cannot list runs to recover: {e}");
+                Vec::new()
+            }
+        };
+        if !ids.is_empty() {
+            tracing::info!("recovering {} unfinished runs", ids.len());
+        }
+        for id in ids {
+            if self.get_or_load(&id).is_some() {
+                self.prepare_recovered(&id);
+                self.batch.touched.insert(id);
+            }
+        }
+    }
+
+    /// Drop runs that need no memory: finished, or waiting on rows (hooks, timers).
+    pub(super) fn evict(&mut self, ids: &[String]) {
+        for id in ids {
+            let idle = self.active.get(id).is_some_and(|r| {
+                (r.rec.status.is_terminal() || r.rec.status.is_suspended())
+                    && r.tasks.is_empty()
+                    && r.slots
+                        .iter()
+                        .all(|s| !s.backoff && s.status != StepStatus::Running)
+            });
+            if idle {
+                self.active.remove(id);
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The scheduler: the only writer of run state.
+//!
+//! It runs on its own thread. Each turn it takes every queued command (new runs, executor
+//! outcomes, signals, timers), applies them to the in-memory state of the runs involved and
+//! collects the resulting writes in a [`Batch`]. The batch is committed in one transaction
+//! (group commit); only then are callers answered and the steps it started handed to their
+//! executors. Runs that wait (on a person, a signal or a timer) are dropped from memory: they
+//! are rows, not tasks.
+//!
+//! Files: `batch` (what one commit carries), `commit` (flush, store failures), `load`
+//! (loading, recovery, eviction), `commands` and `resume` (what callers ask), `start` (one
+//! starter per step kind), `finish` (outcomes, run status), `children` (`workflow` steps),
+//! `timers` (the timer queue), `policy` (retries, backoff, limits).
+
+mod batch;
+mod children;
+mod commands;
+mod commit;
+mod finish;
+mod load;
+mod policy;
+mod resume;
+mod start;
+mod timers;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::mpsc;
+
+use self::batch::Batch;
+use self::commit::Failing;
+use self::timers::TimerQueue;
+use super::secrets::Secrets;
+use super::state::Active;
+use super::{Command, Engine, EngineError};
+use crate::exec::{StepError, Success};
+use crate::store::Store;
+
+/// An executor's result, kept until the batch it produced commits: after a failed commit
+/// the runs are reloaded and these applied again, so no finished work is lost or redone.
+struct Outcome {
+    run_id: String,
+    step: usize,
+    attempt: i64,
+    result: Result<Success, StepError>,
+}
+
+pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> super::Result<()> {
+    let exec = tokio::runtime::Handle::try_current().map_err(|_| {
+        EngineError::Internal("Engine::start must be called inside a tokio runtime".into())
+    })?;
+    // reqwest is built without a default crypto provider; ring is ours (fast to build).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("stepwise/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| EngineError::Internal(format!("cannot build the HTTP client: {e}")))?;
+    std::thread::Builder::new()
+        .name("stepwise-scheduler".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start the scheduler runtime: {e}");
+                    return;
+                }
+            };
+            let secrets = engine.inner.secrets.clone();
+            let s = Scheduler {
+                store: engine.inner.store.clone(),
+                engine,
+                rx,
+                exec,
+                http,
+                active: HashMap::new(),
+                batch: Batch::default(),
+                outcomes: Vec::new(),
+                timers: TimerQueue::default(),
+                failing: None,
+                shutdown: None,
+                idle: Vec::new(),
+                secrets,
+            };
+            rt.block_on(s.run());
+        })
+        .map_err(|e| EngineError::Internal(format!("cannot start the scheduler thread: {e}")))?;
+    Ok(())
+}
+
+struct Scheduler {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    /// Executors (HTTP, agents) run on the caller's runtime.
+    exec: tokio::runtime::Handle,
+    http: reqwest::Client,
+    active: HashMap<String, Active>,
+    /// What the next commit carries.
+    batch: Batch,
+    /// Executor results of the uncommitted batch.
+    outcomes: Vec<Outcome>,
+    timers: TimerQueue,
+    /// Set while the store refuses commits.
+    failing: Option<Failing>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Callers of `Engine::until_idle`.
+    idle: Vec<tokio::sync::oneshot::Sender<()>>,
+    secrets: Arc<Secrets>,
+}
+
+impl Scheduler {
+    fn now(&self) -> Timestamp {
+        self.engine.now()
+    }
+
+    async fn run(mut self) {
+        self.recover();
+        loop {
+            self.flush();
+            if let Some(reply) = self.shutdown.take() {
+                for run in self.active.values() {
+                    for t in run.tasks.values() {
+                        t.abort();
+                    }
+                }
+                let _ = reply.send(());
+                return;
+            }
+            if self.failing.is_none() {
+                // Timers fire only on a committed state, so a stored row can vouch for each.
+                self.fire_timers();
+                if !self.batch.is_empty() {
+                    continue;
+                }
+                if !self.idle.is_empty() && self.active.values().all(|r| r.tasks.is_empty()) {
+                    for reply in self.idle.drain(..) {
+                        let _ = reply.send(());
+                    }
+                }
+            }
+            let sleep = self.until_next_wake();
+            tokio::select! {
+                cmd = self.rx.recv() => match cmd {
+                    Some(c) => self.handle(c),
+                    None => return,
+                },
+                _ = tokio::time::sleep(sleep) => {}
+            }
+            while self.batch.writes.len() < self.engine.config().max_batch {
+                match self.rx.try_recv() {
+                    Ok(c) => self.handle(c),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// Until the next timer, the next retry of a failed commit, or a second at most (so an
+    /// injected clock that jumps is noticed).
+    fn until_next_wake(&mut self) -> Duration {
+        let now = self.now();
+        let mut next = self.timers.next_due(now);
+        if let Some(f) = &self.failing {
+            next = next.min(f.retry_in(now));
+        }
+        next.min(Duration::from_secs(1))
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        let Some(cmd) = self.refuse_while_failing(cmd) else {
+            return;
+        };
+        match cmd {
+            Command::Create {
+                compiled,
+                req,
+                reply,
+            } => self.create(compiled, req, reply),
+            Command::Done {
+                run_id,
+                step,
+                attempt,
+                result,
+            } => self.done(Outcome {
+                run_id,
+                step,
+                attempt,
+                result,
+            }),
+            Command::Cancel {
+                workspace_id,
+                run_id,
+                reply,
+            } => {
+                let r = self.cancel(Some(&workspace_id), &run_id);
+                self.batch.reply(reply, r);
+            }
+            Command::Resume {
+                workspace_id,
+                run_id,
+                resume,
+                actor,
+                reply,
+            } => {
+                let r = self.resume(workspace_id.as_deref(), &run_id, resume, &actor);
+                self.batch.reply(reply, r);
+            }
+            Command::Retry {
+                workspace_id,
+                run_id,
+                reply,
+            } => {
+                let r = self.retry(&workspace_id, &run_id);
+                self.batch.reply(reply, r);
+            }
+            Command::Shutdown { reply } => self.shutdown = Some(reply),
+            Command::Idle { reply } => self.idle.push(reply),
+            Command::Stats { reply } => {
+                let _ = reply.send(super::Stats {
+                    active_runs: self.active.len(),
+                    queued_timers: self.timers.len(),
+                });
+            }
+        }
+        self.process_children();
+    }
+}

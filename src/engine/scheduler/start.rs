@@ -1,0 +1,383 @@
+//! Starting steps: one starter per step kind. A starter records the attempt's start in the
+//! batch; executors (http, agent) are queued and run only once that start is committed.
+
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+
+use super::Scheduler;
+use super::batch::Start;
+use super::policy::{add, attempt_timeout};
+use crate::definition::{Step, StepKind};
+use crate::engine::state::Active;
+use crate::exec::{self, StepError, Success};
+use crate::model::{EventKind, RunStatus, StepStatus};
+use crate::store::{HookKind, HookRecord, HookStatus, TimerKind, Write};
+use crate::template;
+
+impl Scheduler {
+    /// Start every step whose needs are committed.
+    pub(super) fn advance(&mut self, id: &str) {
+        let Some(mut run) = self.active.remove(id) else {
+            return;
+        };
+        if !run.rec.status.is_terminal() {
+            for i in run.ready() {
+                if run.rec.status.is_terminal() {
+                    break;
+                }
+                self.start(&mut run, i);
+            }
+            self.refresh(&mut run);
+        }
+        self.active.insert(id.to_string(), run);
+    }
+
+    pub(super) fn start(&mut self, run: &mut Active, i: usize) {
+        let def = run.def.clone();
+        let step = &def.plan.definition.steps[i];
+        let ctx = run.mj_context(&self.secrets.template(&run.rec.workspace_id));
+        let now = self.now();
+        self.batch.touched.insert(run.rec.id.clone());
+        if let Some(when) = &step.when {
+            match template::eval_condition(when, &ctx, &step.field("when")) {
+                Ok(true) => {}
+                Ok(false) => return self.skip(run, i, now),
+                Err(e) => {
+                    return self.fail_to_start(
+                        run,
+                        i,
+                        now,
+                        StepError::new("template", e.to_string()),
+                    );
+                }
+            }
+        }
+        match &step.kind {
+            StepKind::Action(a) => {
+                let with = match template::render_value(
+                    &Value::Object(a.with.clone()),
+                    &ctx,
+                    &step.field("with"),
+                ) {
+                    Ok(Value::Object(m)) => m,
+                    Ok(_) => Map::new(),
+                    Err(e) => {
+                        return self.fail_to_start(
+                            run,
+                            i,
+                            now,
+                            StepError::new("template", e.to_string()),
+                        );
+                    }
+                };
+                self.begin(run, i, Some(Value::Object(with.clone())), now);
+                self.start_action(run, i, step, &a.uses, with);
+            }
+            StepKind::Agent(a) => {
+                let render = |t: &str, f: &str| template::render_string(t, &ctx, &step.field(f));
+                let prompt = render(&a.prompt, "prompt");
+                let system = a.system.as_deref().map(|s| render(s, "system")).transpose();
+                let (prompt, system) = match (prompt, system) {
+                    (Ok(p), Ok(s)) => (as_text(p), s.map(as_text)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return self.fail_to_start(
+                            run,
+                            i,
+                            now,
+                            StepError::new("template", e.to_string()),
+                        );
+                    }
+                };
+                let recorded = json!({"prompt": prompt, "system": system, "model": a.model});
+                self.begin(run, i, Some(recorded), now);
+                let timeout = attempt_timeout(
+                    self.engine.config().default_step_timeout,
+                    &step.timeout,
+                    None,
+                );
+                let client = self.http.clone();
+                let llm = self.engine.config().llm.clone();
+                let a = a.clone();
+                self.spawn(run, i, async move {
+                    exec::agent::run(
+                        &client,
+                        &llm,
+                        exec::agent::AgentCall {
+                            prompt: &prompt,
+                            system: system.as_deref(),
+                            model: a.model.as_deref(),
+                            temperature: a.temperature,
+                            max_tokens: a.max_tokens,
+                            output_schema: a.output.as_ref(),
+                            timeout,
+                        },
+                    )
+                    .await
+                });
+            }
+            StepKind::Approval(a) => {
+                let message =
+                    match template::render_string(&a.message, &ctx, &step.field("message")) {
+                        Ok(m) => as_text(m),
+                        Err(e) => {
+                            return self.fail_to_start(
+                                run,
+                                i,
+                                now,
+                                StepError::new("template", e.to_string()),
+                            );
+                        }
+                    };
+                self.begin(
+                    run,
+                    i,
+                    Some(json!({"message": message, "options": a.options})),
+                    now,
+                );
+                self.suspend(run, i, HookKind::Approval, step.timeout.as_deref(), now);
+            }
+            StepKind::ExternalEvent(e) => {
+                self.begin(run, i, Some(json!({"signalType": e.signal})), now);
+                self.suspend(
+                    run,
+                    i,
+                    HookKind::ExternalEvent,
+                    step.timeout.as_deref(),
+                    now,
+                );
+            }
+            StepKind::Wait(w) => {
+                let due = match (&w.duration, &w.until) {
+                    (Some(d), _) => crate::duration::parse(d)
+                        .map_err(|e| e.to_string())
+                        .and_then(|d| add(now, d)),
+                    (None, Some(u)) => template::render_string(u, &ctx, &step.field("until"))
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| {
+                            let text = as_text(v);
+                            text.trim().parse::<Timestamp>().map_err(|e| {
+                                format!(
+                                    "`until` rendered `{text}`, which is not an RFC 3339 time: {e}"
+                                )
+                            })
+                        }),
+                    (None, None) => Err("a wait needs `duration` or `until`".to_string()),
+                };
+                match due {
+                    Ok(due) => self.sleep(run, i, due, now),
+                    Err(e) => self.fail_to_start(run, i, now, StepError::permanent("wait", e)),
+                }
+            }
+            StepKind::Invalid => self.fail_to_start(
+                run,
+                i,
+                now,
+                StepError::permanent("definition", "the step is not valid"),
+            ),
+        }
+    }
+
+    fn start_action(
+        &mut self,
+        run: &mut Active,
+        i: usize,
+        step: &Step,
+        uses: &str,
+        with: Map<String, Value>,
+    ) {
+        match uses {
+            "transform" => {
+                let value = exec::transform::run(&with);
+                self.complete(run, i, value, None, None);
+            }
+            "log" => {
+                let mut line = exec::log::line(&with);
+                line.message = self.secrets.redact_str(&line.message);
+                exec::log::emit(&run.rec.id, &step.id, &line);
+                self.event(
+                    &run.rec.id,
+                    EventKind::Log,
+                    Some(&step.id),
+                    json!({"level": line.level, "message": line.message}),
+                );
+                self.complete(run, i, Value::Null, None, None);
+            }
+            "http" => {
+                let timeout = attempt_timeout(
+                    self.engine.config().default_step_timeout,
+                    &step.timeout,
+                    with.get("timeout").and_then(Value::as_str),
+                );
+                let key = format!("{}:{}", run.rec.id, step.id);
+                let client = self.http.clone();
+                self.spawn(run, i, async move {
+                    exec::http::run(
+                        &client,
+                        exec::http::HttpCall {
+                            with: &with,
+                            idempotency_key: &key,
+                            timeout,
+                        },
+                    )
+                    .await
+                });
+            }
+            "workflow" => self.start_child(run, i, &with),
+            other => {
+                let e =
+                    StepError::permanent("action", format!("`{other}` is not a built-in action"));
+                self.fail_attempt(run, i, e);
+            }
+        }
+    }
+
+    fn skip(&mut self, run: &mut Active, i: usize, now: Timestamp) {
+        let step_id = run.def.plan.definition.steps[i].id.clone();
+        let mut rec = super::finish::blank_step(
+            &run.rec,
+            &step_id,
+            run.def.plan.position[i],
+            run.slots[i].attempt,
+        );
+        rec.status = StepStatus::Skipped;
+        rec.started_at = Some(now);
+        rec.finished_at = Some(now);
+        let slot = &mut run.slots[i];
+        slot.status = StepStatus::Skipped;
+        slot.output = None;
+        slot.committed = false;
+        slot.record = Some(rec.clone());
+        self.write(Write::put_step(rec));
+        self.event(
+            &run.rec.id,
+            EventKind::StepSkipped,
+            Some(&step_id),
+            json!({}),
+        );
+        self.step_update(run, i);
+    }
+
+    fn fail_to_start(&mut self, run: &mut Active, i: usize, now: Timestamp, e: StepError) {
+        self.begin(run, i, None, now);
+        self.fail_attempt(run, i, e);
+    }
+
+    /// Mark a step RUNNING and remember its rendered input.
+    fn begin(&mut self, run: &mut Active, i: usize, input: Option<Value>, now: Timestamp) {
+        if run.rec.status == RunStatus::Pending {
+            run.rec.status = RunStatus::Running;
+            run.rec.started_at = Some(now);
+            run.dirty = true;
+            self.event(&run.rec.id, EventKind::RunStarted, None, json!({}));
+        }
+        let step_id = run.def.plan.definition.steps[i].id.clone();
+        let mut rec = super::finish::blank_step(
+            &run.rec,
+            &step_id,
+            run.def.plan.position[i],
+            run.slots[i].attempt,
+        );
+        rec.status = StepStatus::Running;
+        rec.input = input.map(|v| self.secrets.redact(&v));
+        rec.started_at = Some(now);
+        let slot = &mut run.slots[i];
+        slot.status = StepStatus::Running;
+        slot.record = Some(rec);
+    }
+
+    /// Record the start; the executor is handed over once the start is committed.
+    fn spawn<F>(&mut self, run: &mut Active, i: usize, fut: F)
+    where
+        F: std::future::Future<Output = Result<Success, StepError>> + Send + 'static,
+    {
+        if let Some(rec) = run.slots[i].record.clone() {
+            self.write(Write::put_step(rec));
+        }
+        let step_id = run.def.plan.definition.steps[i].id.clone();
+        self.event(
+            &run.rec.id,
+            EventKind::StepStarted,
+            Some(&step_id),
+            json!({"attempt": run.slots[i].attempt}),
+        );
+        self.step_update(run, i);
+        self.batch.starts.push(Start {
+            run_id: run.rec.id.clone(),
+            step: i,
+            attempt: run.slots[i].attempt,
+            fut: Box::pin(fut),
+        });
+    }
+
+    /// A `wait`: the step sleeps until `due`. Sleeping has no deadline: it ends by itself.
+    fn sleep(&mut self, run: &mut Active, i: usize, due: Timestamp, now: Timestamp) {
+        self.begin(run, i, Some(json!({"until": due.to_string()})), now);
+        if due <= now {
+            return self.complete(run, i, Value::Null, None, None);
+        }
+        let step_id = run.def.plan.definition.steps[i].id.clone();
+        self.hold(run, i);
+        self.add_timer(&run.rec.id, &step_id, TimerKind::Wake, due);
+        self.event(
+            &run.rec.id,
+            EventKind::StepWaiting,
+            Some(&step_id),
+            json!({"until": due.to_string()}),
+        );
+        self.step_update(run, i);
+    }
+
+    /// An approval or external event: the run waits, with a hook token and a deadline.
+    fn suspend(
+        &mut self,
+        run: &mut Active,
+        i: usize,
+        kind: HookKind,
+        timeout: Option<&str>,
+        now: Timestamp,
+    ) {
+        let step_id = run.def.plan.definition.steps[i].id.clone();
+        self.hold(run, i);
+        self.write(Write::PutHook(HookRecord {
+            token: crate::model::new_token(),
+            workspace_id: run.rec.workspace_id.clone(),
+            run_id: run.rec.id.clone(),
+            step_id: step_id.clone(),
+            kind,
+            status: HookStatus::Pending,
+            created_at: now,
+            resumed_at: None,
+        }));
+        let max = self.engine.config().max_suspended;
+        let limit = timeout
+            .and_then(|t| crate::duration::parse(t).ok())
+            .map_or(max, |t| t.min(max));
+        if let Ok(deadline) = add(now, limit) {
+            self.add_timer(&run.rec.id, &step_id, TimerKind::Deadline, deadline);
+        }
+        self.event(
+            &run.rec.id,
+            EventKind::StepWaiting,
+            Some(&step_id),
+            json!({"kind": kind}),
+        );
+        self.step_update(run, i);
+    }
+
+    /// The step waits: WAITING in memory and in its record.
+    fn hold(&mut self, run: &mut Active, i: usize) {
+        run.slots[i].status = StepStatus::Waiting;
+        if let Some(rec) = run.slots[i].record.as_mut() {
+            rec.status = StepStatus::Waiting;
+            let rec = rec.clone();
+            self.write(Write::put_step(rec));
+        }
+    }
+}
+
+pub(super) fn as_text(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
