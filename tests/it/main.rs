@@ -6,6 +6,7 @@ mod compile;
 mod crash;
 mod engine;
 mod fuzz;
+mod hardening;
 mod lint_corpus;
 mod serve;
 mod server;
