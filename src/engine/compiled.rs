@@ -7,11 +7,9 @@ use std::sync::{Arc, Mutex};
 use jsonschema::Validator;
 use serde_json::Value;
 
-use crate::compile::{Plan, compile};
+use crate::compile::Plan;
 use crate::definition::StepKind;
-use crate::diagnostics::{Diagnostic, SourceFile};
 use crate::store::DefinitionRecord;
-use crate::validate::lint;
 
 pub struct Compiled {
     pub record: DefinitionRecord,
@@ -44,15 +42,8 @@ fn build(schema: Option<&Value>) -> Option<Validator> {
 }
 
 impl Compiled {
-    /// Lint and compile a stored source. Errors mean the stored text is no longer valid
-    /// (e.g. written by another version); they come back as diagnostics.
-    pub fn from_record(record: DefinitionRecord) -> Result<Compiled, Vec<Diagnostic>> {
-        let file = SourceFile::new(format!("{}.yaml", record.slug), record.source.as_str());
-        let l = lint(&file);
-        let Some(def) = l.definition else {
-            return Err(l.diagnostics);
-        };
-        let plan = compile(def).map_err(|_| l.diagnostics.clone())?;
+    /// A stored version with its plan (the engine's `PlanLoader` made it from the source).
+    pub fn new(record: DefinitionRecord, plan: Plan) -> Compiled {
         let d = &plan.definition;
         let payload = d
             .steps
@@ -62,13 +53,13 @@ impl Compiled {
                 _ => None,
             })
             .collect();
-        Ok(Compiled {
+        Compiled {
             input: build(d.input.as_ref()),
             output: build(d.output.as_ref()),
             payload,
             plan,
             record,
-        })
+        }
     }
 
     pub fn step_index(&self, step_id: &str) -> Option<usize> {

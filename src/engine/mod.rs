@@ -2,11 +2,12 @@
 //! changes run state, committing the changes of many runs in one transaction.
 
 mod compiled;
+mod config;
+mod error;
 mod scheduler;
 pub mod secrets;
 mod state;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,112 +16,13 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use compiled::{Compiled, violations};
+pub use config::{EngineConfig, PlanLoader};
+pub use error::{EngineError, Result};
 
 use crate::clock::SharedClock;
 use crate::diagnostics::{Diagnostic, SourceFile};
-use crate::exec::agent::LlmConfig;
 use crate::model::{RUN_PREFIX, RunStatus, is_id};
-use crate::store::{DefinitionRecord, RunRecord, Store, StoreError};
-
-/// Settings of the engine; every field has a default that suits a single server.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// How long a run may stay PAUSED or WAITING before it fails with a timeout error.
-    pub max_suspended: Duration,
-    /// Limit of one action or agent attempt when the step sets no `timeout`.
-    pub default_step_timeout: Duration,
-    pub llm: LlmConfig,
-    /// `secrets.NAME` in templates; from `STEPWISE_SECRET_NAME` variables. They belong to
-    /// the default workspace.
-    pub secrets: HashMap<String, String>,
-    /// Secret name → further workspaces (or `*`) that may read it
-    /// (`STEPWISE_SECRET_GRANTS=NAME=ws1,ws2;OTHER=*`).
-    pub secret_grants: HashMap<String, Vec<String>>,
-    /// Most writes committed in one transaction.
-    pub max_batch: usize,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            max_suspended: Duration::from_secs(30 * 86_400),
-            default_step_timeout: Duration::from_secs(300),
-            llm: LlmConfig::default(),
-            secrets: HashMap::new(),
-            secret_grants: HashMap::new(),
-            max_batch: 20_000,
-        }
-    }
-}
-
-impl EngineConfig {
-    /// Defaults plus what the environment sets (`STEPWISE_LLM_*`, `STEPWISE_SECRET_*`,
-    /// `STEPWISE_MAX_SUSPENDED`).
-    pub fn from_env() -> Result<Self, String> {
-        let mut cfg = Self {
-            llm: LlmConfig::from_env(),
-            ..Self::default()
-        };
-        for (k, v) in std::env::vars() {
-            if k == "STEPWISE_SECRET_GRANTS" {
-                cfg.secret_grants = secrets::parse_grants(&v)
-                    .map_err(|e| format!("STEPWISE_SECRET_GRANTS: {e}"))?;
-            } else if let Some(name) = k.strip_prefix("STEPWISE_SECRET_")
-                && !name.is_empty()
-            {
-                cfg.secrets.insert(name.to_string(), v);
-            }
-        }
-        if let Ok(v) = std::env::var("STEPWISE_MAX_SUSPENDED") {
-            cfg.max_suspended =
-                crate::duration::parse(&v).map_err(|e| format!("STEPWISE_MAX_SUSPENDED: {e}"))?;
-            if cfg.max_suspended.is_zero() {
-                return Err(
-                    "STEPWISE_MAX_SUSPENDED: must be longer than 0s (every approval would time out at once)"
-                        .into(),
-                );
-            }
-        }
-        Ok(cfg)
-    }
-}
-
-/// Errors of engine calls; the API maps them to status codes.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// 404: unknown (or another workspace's) run, definition or hook.
-    #[error("{0}")]
-    NotFound(String),
-    /// 400: the request is wrong; `details` says where.
-    #[error("{message}")]
-    Validation { message: String, details: Value },
-    /// 409: the run is not in a state that allows this.
-    #[error("{0}")]
-    Conflict(String),
-    /// 401: a webhook signature or credential does not match.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// 503: the store refuses commits; nothing was changed.
-    #[error("{0}")]
-    Unavailable(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the engine is shutting down")]
-    ShuttingDown,
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl EngineError {
-    pub fn validation(message: impl Into<String>, details: Value) -> Self {
-        EngineError::Validation {
-            message: message.into(),
-            details,
-        }
-    }
-}
-
-pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+use crate::store::{DefinitionRecord, RunRecord, Store};
 
 /// A request to start a run.
 #[derive(Debug, Clone)]
@@ -351,13 +253,11 @@ impl Engine {
         source: &str,
     ) -> Result<std::result::Result<(DefinitionRecord, bool), Rejected>> {
         let file = SourceFile::new(name, source);
-        let lint = crate::validate::lint(&file);
-        let Some(def) = lint.definition else {
-            return Ok(Err(Rejected {
-                file,
-                diagnostics: lint.diagnostics,
-            }));
+        let plan = match self.inner.config.plans.load(&file) {
+            Ok(p) => p,
+            Err(diagnostics) => return Ok(Err(Rejected { file, diagnostics })),
         };
+        let def = &plan.definition;
         let store = self.inner.store.clone();
         let (ws, slug, label, src, now) = (
             workspace_id.to_string(),
@@ -369,7 +269,14 @@ impl Engine {
         let (rec, created) =
             blocking(move || store.put_definition(&ws, &slug, label.as_deref(), &src, now))
                 .await??;
-        let compiled = self.compiled_record(rec.clone())?;
+        let compiled = match self.inner.cache.get(&rec.version_id) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(Compiled::new(rec.clone(), plan));
+                self.inner.cache.insert(c.clone());
+                c
+            }
+        };
         self.inner.cache.set_latest(compiled);
         Ok(Ok((rec, created)))
     }
@@ -403,13 +310,15 @@ impl Engine {
         if let Some(c) = self.inner.cache.get(&rec.version_id) {
             return Ok(c);
         }
-        let version_id = rec.version_id.clone();
-        let c = Arc::new(Compiled::from_record(rec).map_err(|d| {
+        let file = SourceFile::new(format!("{}.yaml", rec.slug), rec.source.as_str());
+        let plan = self.inner.config.plans.load(&file).map_err(|d| {
             EngineError::Internal(format!(
-                "stored definition {version_id} no longer lints: {}",
+                "stored definition {} no longer lints: {}",
+                rec.version_id,
                 d.first().map_or("", |d| d.message.as_str())
             ))
-        })?);
+        })?;
+        let c = Arc::new(Compiled::new(rec, plan));
         self.inner.cache.insert(c.clone());
         Ok(c)
     }

@@ -100,3 +100,14 @@ fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
         trigger: None,
     }
 }
+
+/// The engine's default way to load a definition: lint it, then compile it into a plan.
+impl Default for crate::engine::PlanLoader {
+    fn default() -> Self {
+        crate::engine::PlanLoader(std::sync::Arc::new(|file: &SourceFile| {
+            let l = lint(file);
+            let def = l.definition.ok_or_else(|| l.diagnostics.clone())?;
+            crate::compile::compile(def).map_err(|_| l.diagnostics)
+        }))
+    }
+}

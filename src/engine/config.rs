@@ -1,0 +1,93 @@
+//! The engine's settings, with defaults for a single server and what the environment sets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::secrets;
+use crate::compile::Plan;
+use crate::diagnostics::{Diagnostic, SourceFile};
+use crate::exec::agent::LlmConfig;
+
+/// Lints and compiles a definition source. The engine is handed one (the default is the
+/// linter in `validate`), so it depends on loaded plans, not on how they are checked.
+#[derive(Clone)]
+pub struct PlanLoader(pub Arc<dyn Fn(&SourceFile) -> Result<Plan, Vec<Diagnostic>> + Send + Sync>);
+
+impl std::fmt::Debug for PlanLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlanLoader")
+    }
+}
+
+impl PlanLoader {
+    pub fn load(&self, file: &SourceFile) -> Result<Plan, Vec<Diagnostic>> {
+        (self.0)(file)
+    }
+}
+
+/// Settings of the engine; every field has a default that suits a single server.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a run may stay PAUSED or WAITING before it fails with a timeout error.
+    pub max_suspended: Duration,
+    /// Limit of one action or agent attempt when the step sets no `timeout`.
+    pub default_step_timeout: Duration,
+    pub llm: LlmConfig,
+    /// `secrets.NAME` in templates; from `STEPWISE_SECRET_NAME` variables. They belong to
+    /// the default workspace.
+    pub secrets: HashMap<String, String>,
+    /// Secret name → further workspaces (or `*`) that may read it
+    /// (`STEPWISE_SECRET_GRANTS=NAME=ws1,ws2;OTHER=*`).
+    pub secret_grants: HashMap<String, Vec<String>>,
+    /// Most writes committed in one transaction.
+    pub max_batch: usize,
+    /// Turns a definition's source into a plan (or diagnostics); the engine never lints.
+    pub plans: PlanLoader,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_suspended: Duration::from_secs(30 * 86_400),
+            default_step_timeout: Duration::from_secs(300),
+            llm: LlmConfig::default(),
+            secrets: HashMap::new(),
+            secret_grants: HashMap::new(),
+            max_batch: 20_000,
+            plans: PlanLoader::default(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Defaults plus what the environment sets (`STEPWISE_LLM_*`, `STEPWISE_SECRET_*`,
+    /// `STEPWISE_MAX_SUSPENDED`).
+    pub fn from_env() -> Result<Self, String> {
+        let mut cfg = Self {
+            llm: LlmConfig::from_env(),
+            ..Self::default()
+        };
+        for (k, v) in std::env::vars() {
+            if k == "STEPWISE_SECRET_GRANTS" {
+                cfg.secret_grants = secrets::parse_grants(&v)
+                    .map_err(|e| format!("STEPWISE_SECRET_GRANTS: {e}"))?;
+            } else if let Some(name) = k.strip_prefix("STEPWISE_SECRET_")
+                && !name.is_empty()
+            {
+                cfg.secrets.insert(name.to_string(), v);
+            }
+        }
+        if let Ok(v) = std::env::var("STEPWISE_MAX_SUSPENDED") {
+            cfg.max_suspended =
+                crate::duration::parse(&v).map_err(|e| format!("STEPWISE_MAX_SUSPENDED: {e}"))?;
+            if cfg.max_suspended.is_zero() {
+                return Err(
+                    "STEPWISE_MAX_SUSPENDED: must be longer than 0s (every approval would time out at once)"
+                        .into(),
+                );
+            }
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,42 @@
+//! Errors of engine calls.
+
+use serde_json::Value;
+
+use crate::store::StoreError;
+
+/// Errors of engine calls; the API maps them to status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// 404: unknown (or another workspace's) run, definition or hook.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: the request is wrong; `details` says where.
+    #[error("{message}")]
+    Validation { message: String, details: Value },
+    /// 409: the run is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    /// 401: a webhook signature or credential does not match.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 503: the store refuses commits; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn validation(message: impl Into<String>, details: Value) -> Self {
+        EngineError::Validation {
+            message: message.into(),
+            details,
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
