@@ -12,7 +12,9 @@ use crate::exec::agent::LlmConfig;
 /// Lints and compiles a definition source. The engine is handed one (the default is the
 /// linter in `validate`), so it depends on loaded plans, not on how they are checked.
 #[derive(Clone)]
-pub struct PlanLoader(pub Arc<dyn Fn(&SourceFile) -> Result<Plan, Vec<Diagnostic>> + Send + Sync>);
+pub struct PlanLoader(pub Arc<LoadFn>);
+
+pub type LoadFn = dyn Fn(&SourceFile) -> Result<Plan, Vec<Diagnostic>> + Send + Sync;
 
 impl std::fmt::Debug for PlanLoader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
