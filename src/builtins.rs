@@ -54,6 +54,10 @@ pub const ACTIONS: &[Action] = &[
                 "a status code or a list of them (default: any 2xx)",
             ),
             opt("timeout", "a duration"),
+            opt(
+                "max_response_bytes",
+                "the most of the response body kept, in bytes (default 10485760, 10 MiB)",
+            ),
         ],
     },
     Action {
@@ -81,6 +85,20 @@ pub const ACTIONS: &[Action] = &[
 
 pub const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 pub const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "error"];
+
+/// The `http` action's `max_response_bytes`, when it is a whole number in the allowed range.
+pub fn max_response_bytes(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .filter(|n| (1..=crate::http_client::MAX_BODY_CEILING).contains(n))
+}
+
+/// What lint and the engine say about a `max_response_bytes` they refuse.
+pub fn max_response_bytes_rule() -> String {
+    format!(
+        "`max_response_bytes` must be a whole number of bytes from 1 to {}",
+        crate::http_client::MAX_BODY_CEILING
+    )
+}
 
 pub fn find(name: &str) -> Option<&'static Action> {
     ACTIONS.iter().find(|a| a.name == name)

@@ -13,6 +13,7 @@ pub mod duration;
 pub mod engine;
 pub mod exec;
 pub mod history;
+pub mod http_client;
 pub mod model;
 pub mod otlp;
 pub mod store;

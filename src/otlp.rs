@@ -90,6 +90,9 @@ pub fn spans(run: &RunRecord, steps: &[StepRecord], events: &[EventRecord]) -> V
     }]})
 }
 
+/// The most of a collector's answer read (it is only logged, on failure).
+const COLLECTOR_ANSWER_LIMIT: u64 = 4096;
+
 /// Export every run that finishes from now on.
 pub fn spawn_exporter(engine: Engine, endpoint: String) {
     let url = if endpoint.trim_end_matches('/').ends_with("/v1/traces") {
@@ -97,8 +100,13 @@ pub fn spawn_exporter(engine: Engine, endpoint: String) {
     } else {
         format!("{}/v1/traces", endpoint.trim_end_matches('/'))
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
+    let http = match crate::http_client::build(&crate::http_client::ClientOptions::default()) {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!("OTLP export is off: cannot build the HTTP client: {e}");
+            return;
+        }
+    };
     let mut updates = engine.subscribe();
     tokio::spawn(async move {
         loop {
@@ -124,14 +132,30 @@ pub fn spawn_exporter(engine: Engine, endpoint: String) {
                 continue;
             };
             let body = spans(&run, &steps, &events);
-            if let Err(e) = http
+            let sent = http
                 .post(&url)
                 .json(&body)
                 .timeout(std::time::Duration::from_secs(10))
                 .send()
-                .await
-            {
-                tracing::warn!("OTLP export to {url} failed: {e}");
+                .await;
+            match sent {
+                Err(e) => tracing::warn!(
+                    "OTLP export to {url} failed: {}",
+                    crate::http_client::error_chain(&e)
+                ),
+                Ok(resp) => {
+                    let status = resp.status();
+                    // Collectors answer a few bytes (or say why they refused); reading them
+                    // lets the connection be reused, and the bound keeps a broken one cheap.
+                    let answer =
+                        crate::http_client::read_body_limited(resp, COLLECTOR_ANSWER_LIMIT).await;
+                    if !status.is_success() {
+                        let why = answer
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_else(|e| e.to_string());
+                        tracing::warn!("OTLP export to {url} answered {status}: {why}");
+                    }
+                }
             }
         }
     });

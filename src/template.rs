@@ -25,8 +25,54 @@ pub fn environment() -> &'static Environment<'static> {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(64);
+        env.set_formatter(json_formatter);
         env
     })
+}
+
+/// Values inside a string render as JSON prints them (`true`, `100`, `null`, `{"a":1}`),
+/// not in minijinja's Python style (`True`, `100.0`, `none`): the strings we render go to
+/// HTTP APIs and models, which expect JSON spellings. Strings are written as they are.
+fn json_formatter(
+    out: &mut minijinja::Output,
+    state: &mut minijinja::State,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    use minijinja::value::ValueKind;
+    if matches!(
+        value.kind(),
+        ValueKind::None | ValueKind::Bool | ValueKind::Number | ValueKind::Seq | ValueKind::Map
+    ) && let Ok(json) = serde_json::to_value(value)
+    {
+        let text = serde_json::to_string(&integral_floats_as_integers(json)).map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
+        })?;
+        return out
+            .write_str(&text)
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()));
+    }
+    minijinja::escape_formatter(out, state, value)
+}
+
+/// `1e2` is the number 100 wherever JSON is read; print it so, not as `100.0`.
+fn integral_floats_as_integers(v: Value) -> Value {
+    // Beyond 2^53 a float no longer stands for one integer; keep its float spelling.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(integral_floats_as_integers).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, integral_floats_as_integers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 type Compiled = Arc<Expression<'static, 'static>>;
@@ -330,6 +376,40 @@ mod tests {
             render_string("n={{ input.n }}", &ctx, "/x").unwrap(),
             json!("n=3")
         );
+    }
+
+    #[test]
+    fn strings_render_values_as_json_prints_them() {
+        let input: Value =
+            serde_json::from_str(r#"{"yes": true, "no": false, "n": 1e2, "half": 2.5, "i": 7, "none": null, "o": {"a": [true, 1e2]}}"#)
+                .unwrap();
+        let ctx = context(&json!({ "input": input }));
+        let r = |t: &str| render_string(t, &ctx, "/x").unwrap();
+        assert_eq!(r("{{ input.yes }}/{{ input.no }}"), json!("true/false"));
+        assert_eq!(r("n={{ input.n }}"), json!("n=100"));
+        assert_eq!(r("{{ input.half }} {{ input.i }}"), json!("2.5 7"));
+        assert_eq!(r("[{{ input.none }}]"), json!("[null]"));
+        assert_eq!(r("o={{ input.o }}"), json!(r#"o={"a":[true,100]}"#));
+        assert_eq!(r("{{ input.yes and input.n > 50 }}!"), json!("true!"));
+        assert_eq!(r("{{ 1e300 }}."), json!("1e+300."));
+        assert_eq!(r("tags: {{ ['a', 'b'] }}"), json!(r#"tags: ["a","b"]"#));
+        assert_eq!(r("{{ input.yes | tojson }}."), json!("true."));
+        // FIXME: inside an expression minijinja's own rules still print `True`.
+        assert_eq!(r("{{ input.yes ~ '' }}."), json!("True."));
+        assert_eq!(r("{{ input.yes | string }}."), json!("True."));
+        // A string stays as it is, unquoted.
+        let ctx = context(&json!({"s": "a \"b\""}));
+        assert_eq!(
+            render_string("<{{ s }}>", &ctx, "/x").unwrap(),
+            json!("<a \"b\">")
+        );
+    }
+
+    #[test]
+    fn a_single_expression_still_keeps_its_type() {
+        let ctx = context(&json!({"b": true, "f": 2.5}));
+        assert_eq!(render_string("{{ b }}", &ctx, "/x").unwrap(), json!(true));
+        assert_eq!(render_string("{{ f }}", &ctx, "/x").unwrap(), json!(2.5));
     }
 
     #[test]

@@ -222,10 +222,7 @@ impl Backend {
     fn open(c: &ClientArgs) -> Result<Backend, String> {
         match &c.server {
             Some(url) => {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let http = reqwest::Client::builder()
-                    .user_agent(concat!("stepwise-cli/", env!("CARGO_PKG_VERSION")))
-                    .build()
+                let http = crate::http_client::build(&crate::http_client::ClientOptions::cli())
                     .map_err(|e| e.to_string())?;
                 Ok(Backend::Remote {
                     base: url.trim_end_matches('/').to_string(),

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{StepError, Success};
+use crate::http_client::{DEFAULT_MAX_BODY, error_chain, read_body_limited};
 
 /// Where agent calls go. From `STEPWISE_LLM_BASE_URL`, `STEPWISE_LLM_API_KEY`,
 /// `STEPWISE_LLM_MODEL` (or the `OPENAI_*` equivalents).
@@ -91,12 +92,13 @@ pub async fn run(
     }
     let resp = req.send().await.map_err(|e| {
         let kind = if e.is_timeout() { "timeout" } else { "agent" };
-        StepError::new(kind, format!("{url}: {e}"))
+        StepError::new(kind, format!("{url}: {}", error_chain(&e)))
     })?;
     let status = resp.status();
-    let answer: Value = resp
-        .json()
+    let bytes = read_body_limited(resp, DEFAULT_MAX_BODY)
         .await
+        .map_err(|e| super::http::body_error(&url, &e, "", "agent"))?;
+    let answer: Value = serde_json::from_slice(&bytes)
         .map_err(|e| StepError::new("agent", format!("{url}: the answer is not JSON: {e}")))?;
     if !status.is_success() {
         let retryable =

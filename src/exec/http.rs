@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::{StepError, Success};
-use crate::builtins::HTTP_METHODS;
+use crate::builtins::{self, HTTP_METHODS};
+use crate::http_client::{BodyError, DEFAULT_MAX_BODY, error_chain, read_body_limited};
 
 /// Arguments after rendering.
 pub struct HttpCall<'a> {
@@ -39,6 +40,15 @@ pub async fn run(client: &reqwest::Client, call: HttpCall<'_>) -> Result<Success
             ));
         }
         None => return Err(StepError::permanent("http_request", "`url` is missing")),
+    };
+    let limit = match with.get("max_response_bytes") {
+        None => DEFAULT_MAX_BODY,
+        Some(v) => builtins::max_response_bytes(v).ok_or_else(|| {
+            StepError::permanent(
+                "http_request",
+                format!("{}, got {v}", builtins::max_response_bytes_rule()),
+            )
+        })?,
     };
     let mut req = client
         .request(method, &url)
@@ -78,30 +88,39 @@ pub async fn run(client: &reqwest::Client, call: HttpCall<'_>) -> Result<Success
             Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
         );
     }
-    let bytes = resp.bytes().await.map_err(|e| {
-        StepError::new(
-            "http_request",
-            format!("{url}: reading the body: {}", error_chain(&e)),
-        )
-    })?;
-    let body = serde_json::from_slice::<Value>(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     let expected = match with.get("expect_status") {
         Some(Value::Number(n)) => n.as_u64().is_some_and(|n| n == u64::from(status)),
         Some(Value::Array(list)) => list.iter().any(|n| n.as_u64() == Some(u64::from(status))),
         _ => (200..300).contains(&status),
     };
+    // 4xx other than 408/429 will not change on retry; 5xx, 408 and 429 may.
+    let status_error = |message: String, output: Value| StepError {
+        kind: "http_status",
+        message,
+        retryable: status >= 500 || status == 408 || status == 429,
+        details: Some(output),
+    };
+    let bytes = match read_body_limited(resp, limit).await {
+        Ok(bytes) => bytes,
+        // The status decides an unexpected answer, however large its body.
+        Err(e @ BodyError::TooLarge { .. }) if !expected => {
+            let output = json!({"status": status, "headers": headers, "body": null});
+            return Err(status_error(
+                format!("{url} answered {status}; {e} (max_response_bytes) and was not kept"),
+                output,
+            ));
+        }
+        Err(e) => return Err(body_error(&url, &e, "max_response_bytes", "http_request")),
+    };
+    let body = serde_json::from_slice::<Value>(&bytes).unwrap_or_else(|_| {
+        Value::String(match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    });
     let output = json!({"status": status, "headers": headers, "body": body});
     if !expected {
-        // 4xx other than 408/429 will not change on retry; 5xx, 408 and 429 may.
-        let retryable = status >= 500 || status == 408 || status == 429;
-        let err = StepError {
-            kind: "http_status",
-            message: format!("{url} answered {status}"),
-            retryable,
-            details: Some(output),
-        };
-        return Err(err);
+        return Err(status_error(format!("{url} answered {status}"), output));
     }
     Ok(Success {
         output,
@@ -109,13 +128,21 @@ pub async fn run(client: &reqwest::Client, call: HttpCall<'_>) -> Result<Success
     })
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
+/// A body over the limit fails the attempt for good: the same request will get the same
+/// answer. `setting` names what the user can raise; `kind` is the kind of a failed read.
+pub(crate) fn body_error(url: &str, e: &BodyError, setting: &str, kind: &'static str) -> StepError {
+    match e {
+        BodyError::TooLarge { .. } => {
+            let message = if setting.is_empty() {
+                format!("{url}: {e}")
+            } else {
+                format!("{url}: {e} ({setting})")
+            };
+            StepError::permanent("response_too_large", message)
+        }
+        BodyError::Read(_) => {
+            let kind = if e.is_timeout() { "timeout" } else { kind };
+            StepError::new(kind, format!("{url}: {e}"))
+        }
     }
-    s
 }

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 /// Why an attempt failed, and whether another attempt may help.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepError {
-    /// A stable kind: `http_status`, `http_request`, `timeout`, `template`, `agent`, …
+    /// A stable kind: `http_status`, `http_request`, `response_too_large`, `timeout`,
+    /// `template`, `agent`, …
     pub kind: &'static str,
     pub message: String,
     pub retryable: bool,

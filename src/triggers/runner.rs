@@ -40,14 +40,16 @@ fn add(t: Timestamp, d: Duration) -> Timestamp {
 
 impl Triggers {
     pub fn new(engine: Engine, workspace_id: &str) -> Arc<Triggers> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = crate::http_client::build(&crate::http_client::ClientOptions::default())
+            .unwrap_or_else(|e| {
+                // Only a TLS stack that cannot start gets here (then no client can).
+                tracing::error!("cannot build the HTTP client for polls: {e}");
+                reqwest::Client::default()
+            });
         Arc::new(Triggers {
             engine,
             workspace_id: workspace_id.to_string(),
-            http: reqwest::Client::builder()
-                .user_agent(concat!("stepwise/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
+            http,
             list: RwLock::new(Vec::new()),
             busy: Default::default(),
         })
@@ -429,9 +431,11 @@ impl Triggers {
                 resp.status()
             )));
         }
-        let response: Value = resp
-            .json()
-            .await
+        let body =
+            crate::http_client::read_body_limited(resp, crate::http_client::DEFAULT_MAX_BODY)
+                .await
+                .map_err(|e| EngineError::Internal(format!("GET {url}: {e}")))?;
+        let response: Value = serde_json::from_slice(&body)
             .map_err(|e| EngineError::Internal(format!("GET {url}: not JSON: {e}")))?;
         let items = match p.items.as_deref() {
             None | Some("") => response.clone(),

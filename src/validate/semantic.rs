@@ -320,6 +320,20 @@ fn action(
                     ));
                 }
             }
+            if let Some(v) = a.with.get("max_response_bytes")
+                && !v.as_str().is_some_and(|s| s.contains("{{"))
+                && builtins::max_response_bytes(v).is_none()
+            {
+                out.push(invalid(
+                    "max_response_bytes",
+                    builtins::max_response_bytes_rule(),
+                    format!(
+                        "e.g. `max_response_bytes: 52428800` (50 MiB); the default is {} ({})",
+                        crate::http_client::DEFAULT_MAX_BODY,
+                        crate::http_client::size(crate::http_client::DEFAULT_MAX_BODY)
+                    ),
+                ));
+            }
             if let Some(h) = a.with.get("headers")
                 && !h.is_object()
             {

@@ -5,6 +5,7 @@ mod cli;
 mod compile;
 mod crash;
 mod engine;
+mod exec;
 mod fuzz;
 mod hardening;
 mod lint_corpus;
