@@ -1,15 +1,13 @@
 //! API keys: `x-api-key` or `Authorization: Bearer`. Keys are stored hashed; each belongs to
-//! a workspace, and every lookup is scoped to it.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! a workspace, and every lookup is scoped to it. A revoked key is refused from the next
+//! request on.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
-use super::AppState;
 use super::error::ApiError;
+use super::state::AppState;
 use crate::store::DEFAULT_WORKSPACE;
 
 /// The workspace a request acts in, and who made it.
@@ -29,12 +27,6 @@ pub fn new_key() -> String {
     let a = uuid::Uuid::new_v4().simple().to_string();
     let b = uuid::Uuid::new_v4().simple().to_string();
     format!("stw_{}{}", a, &b[..8])
-}
-
-/// Hash → workspace, filled from the store on first use.
-#[derive(Default)]
-pub struct KeyCache {
-    map: Mutex<HashMap<String, String>>,
 }
 
 fn presented(parts: &Parts) -> Option<String> {
@@ -72,35 +64,22 @@ impl FromRequestParts<AppState> for Caller {
                 "missing API key: send it in x-api-key or Authorization: Bearer".into(),
             ));
         };
+        // One indexed read per request and no cache: `stepwise keys revoke` runs in another
+        // process, and a revoked key must fail on its very next request.
         let hash = hash_key(&key);
-        let actor = format!("key:{}", key.chars().take(10).collect::<String>());
-        if let Some(ws) = state
-            .keys
-            .map
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&hash).cloned())
-        {
-            return Ok(Caller {
-                workspace_id: ws,
-                actor,
-            });
-        }
         let store = state.engine.store().clone();
-        let h = hash.clone();
-        let found = tokio::task::spawn_blocking(move || store.api_key(&h))
+        let found = tokio::task::spawn_blocking(move || store.api_key_info(&hash))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         match found {
-            Some(rec) => {
-                if let Ok(mut m) = state.keys.map.lock() {
-                    m.insert(hash, rec.workspace_id.clone());
-                }
-                Ok(Caller {
-                    workspace_id: rec.workspace_id,
-                    actor,
-                })
-            }
+            Some(rec) if rec.revoked_at.is_none() => Ok(Caller {
+                workspace_id: rec.workspace_id,
+                actor: format!("key:{}", rec.prefix),
+            }),
+            Some(rec) => Err(ApiError::Auth(format!(
+                "this API key ({}) was revoked",
+                rec.prefix
+            ))),
             None => Err(ApiError::Auth("invalid API key".into())),
         }
     }

@@ -1,28 +1,40 @@
 //! `/v1/workflow-definitions`: apply (lint + store a version), list, get.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::auth::Caller;
+use super::envelope::ok;
 use super::error::ApiError;
-use super::extract::Body;
-use super::runs::ok;
+use super::extract::{Body, Path, YAML_TYPES, is_json, is_yaml, media_type};
+use super::state::AppState;
 use super::views;
-use crate::diagnostics::JsonDiagnostic;
+use crate::diagnostics::{Diagnostic, JsonDiagnostic, SourceFile};
 
-/// The body is YAML or JSON (JSON is YAML), or `{"source": "<yaml>"}`.
+/// The name diagnostics give an uploaded definition.
+const FILE_NAME: &str = "definition.yaml";
+
+/// The body is YAML (one of the YAML media types) or JSON (JSON is YAML), or
+/// `{"source": "<yaml>"}` as JSON. Other media types are refused: `text/plain` is what a
+/// browser page can post to any server without asking it first.
 fn source_of(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+    let mt = media_type(headers);
+    let json = match mt.as_deref() {
+        Some(mt) if is_json(mt) => true,
+        Some(mt) if is_yaml(mt) => false,
+        other => {
+            let sent = other.map_or("no Content-Type".to_string(), |mt| format!("`{mt}`"));
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body has {sent}: send a definition as {} or application/json",
+                YAML_TYPES.join(", ")
+            )));
+        }
+    };
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::validation("the body is not UTF-8 text", json!({})))?;
-    let ct = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if ct.starts_with("application/json")
+    if json
         && let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text)
         && m.len() == 1
         && let Some(Value::String(src)) = m.get("source")
@@ -38,6 +50,45 @@ fn source_of(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
     Ok(text.to_string())
 }
 
+/// The API stores workflows only; a trigger file is refused with the place triggers go.
+fn refuse_trigger(file: &SourceFile) -> Result<(), ApiError> {
+    let is_trigger = crate::yaml::parse(file).is_ok_and(|d| crate::triggers::is_trigger(&d.value));
+    if !is_trigger {
+        return Ok(());
+    }
+    let lint = crate::validate::lint(file);
+    Err(ApiError::validation(
+        "this is a trigger file (it has `trigger:` and no `steps:`), not a workflow definition: \
+         the API stores workflows only; `stepwise serve --definitions DIR` loads triggers from \
+         that folder (see docs/triggers.md)",
+        json!({"kind": "trigger", "diagnostics": diagnostics(file, &lint.diagnostics)}),
+    ))
+}
+
+fn diagnostics(file: &SourceFile, all: &[Diagnostic]) -> Vec<Value> {
+    all.iter()
+        .map(|d| serde_json::to_value(JsonDiagnostic::new(file, d)).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// `the definition has 2 error(s): 3:5: …`; a refusal always names its first reason.
+fn refusal(file: &SourceFile, all: &[Diagnostic]) -> String {
+    let errors = all.iter().filter(|d| d.is_error()).count();
+    let first = all.iter().find(|d| d.is_error()).or(all.first());
+    let reason = first.map_or_else(
+        || "no diagnostic was reported; run `stepwise lint` on the file".to_string(),
+        |d| {
+            let (l, c) = file.line_col(d.span.start);
+            format!("{l}:{c}: {}", d.message)
+        },
+    );
+    if errors == 0 {
+        format!("the definition was refused: {reason}")
+    } else {
+        format!("the definition has {errors} error(s): {reason}")
+    }
+}
+
 pub async fn apply(
     State(state): State<AppState>,
     caller: Caller,
@@ -45,9 +96,10 @@ pub async fn apply(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let source = source_of(&headers, &body)?;
+    refuse_trigger(&SourceFile::new(FILE_NAME, source.as_str()))?;
     match state
         .engine
-        .apply_definition(&caller.workspace_id, "definition.yaml", &source)
+        .apply_definition(&caller.workspace_id, FILE_NAME, &source)
         .await?
     {
         Ok((rec, created)) => {
@@ -58,30 +110,10 @@ pub async fn apply(
             };
             Ok(ok(status, views::definition(&rec)))
         }
-        Err(rejected) => {
-            let diagnostics: Vec<Value> = rejected
-                .diagnostics
-                .iter()
-                .map(|d| {
-                    serde_json::to_value(JsonDiagnostic::new(&rejected.file, d))
-                        .unwrap_or(Value::Null)
-                })
-                .collect();
-            let errors = rejected.diagnostics.iter().filter(|d| d.is_error()).count();
-            let first =
-                rejected
-                    .diagnostics
-                    .iter()
-                    .find(|d| d.is_error())
-                    .map_or(String::new(), |d| {
-                        let (l, c) = rejected.file.line_col(d.span.start);
-                        format!(": {l}:{c}: {}", d.message)
-                    });
-            Err(ApiError::validation(
-                format!("the definition has {errors} error(s){first}"),
-                json!({"diagnostics": diagnostics}),
-            ))
-        }
+        Err(rejected) => Err(ApiError::validation(
+            refusal(&rejected.file, &rejected.diagnostics),
+            json!({"diagnostics": diagnostics(&rejected.file, &rejected.diagnostics)}),
+        )),
     }
 }
 

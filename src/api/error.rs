@@ -9,8 +9,13 @@ use crate::engine::EngineError;
 
 #[derive(Debug)]
 pub enum ApiError {
-    Validation { message: String, details: Value },
+    Validation {
+        message: String,
+        details: Value,
+    },
     Auth(String),
+    /// A browser request from an origin this server does not trust.
+    Forbidden(String),
     NotFound(String),
     Conflict(String),
     TooLarge(String),
@@ -36,6 +41,7 @@ impl ApiError {
         match self {
             ApiError::Validation { .. } => StatusCode::BAD_REQUEST,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -50,6 +56,7 @@ impl ApiError {
         match self {
             ApiError::Validation { .. } => "VALIDATION_ERROR",
             ApiError::Auth(_) => "AUTH_ERROR",
+            ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
@@ -64,6 +71,7 @@ impl ApiError {
         match self {
             ApiError::Validation { message, .. } => message.clone(),
             ApiError::Auth(m)
+            | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::TooLarge(m)

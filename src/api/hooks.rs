@@ -2,21 +2,21 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::AppState;
+use super::envelope::ok;
 use super::error::ApiError;
-use super::extract::{Json, Query};
-use super::runs::ok;
+use super::extract::{AnyJson, Path, Query};
+use super::state::AppState;
 use crate::definition::StepKind;
 
 pub async fn resume_post(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    Json(payload): Json<Value>,
+    AnyJson(payload): AnyJson,
 ) -> Result<Response, ApiError> {
     let run = state.engine.resume_hook(&token, payload, "hook").await?;
     Ok(ok(
@@ -80,12 +80,17 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
     (status, Html(body)).into_response()
 }
 
+/// People open this link from an email or a chat, so every answer, errors included, is a page.
 pub async fn resume_get(
     State(state): State<AppState>,
-    Path(token): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    token: Result<Path<String>, ApiError>,
+    params: Result<Query<HashMap<String, String>>, ApiError>,
 ) -> Response {
-    match resume_get_inner(&state, &token, &params).await {
+    let result = match (token, params) {
+        (Ok(Path(token)), Ok(Query(params))) => resume_get_inner(&state, &token, &params).await,
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match result {
         Ok(run_id) => page(
             StatusCode::OK,
             "Thank you",

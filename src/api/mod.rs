@@ -3,91 +3,33 @@
 
 mod auth;
 mod definitions;
+mod envelope;
 mod error;
 mod extract;
+mod guard;
 mod history;
 mod hooks;
 mod openapi;
+mod origin;
 mod runs;
+mod state;
+mod triggers;
 mod views;
-
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use serde_json::json;
 
 pub use auth::{hash_key, new_key};
 pub use error::ApiError;
-
-use crate::engine::Engine;
-
-/// Largest request body accepted (413 beyond).
-pub const MAX_BODY: usize = 1024 * 1024;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Engine,
-    pub insecure_no_auth: bool,
-    /// Base of `resumeUrl`s; without it, taken from the request's Host.
-    pub public_url: Option<String>,
-    /// Webhooks, schedules and polls, when the server runs them.
-    pub triggers: Option<Arc<crate::triggers::Triggers>>,
-    /// Model prices for the usage cost line (`STEPWISE_PRICES`).
-    pub prices: serde_json::Value,
-    keys: Arc<auth::KeyCache>,
-}
-
-impl AppState {
-    pub fn new(engine: Engine, insecure_no_auth: bool, public_url: Option<String>) -> Self {
-        Self {
-            engine,
-            insecure_no_auth,
-            public_url,
-            triggers: None,
-            prices: std::env::var("STEPWISE_PRICES")
-                .ok()
-                .and_then(|p| serde_json::from_str(&p).ok())
-                .unwrap_or(serde_json::Value::Null),
-            keys: Arc::default(),
-        }
-    }
-
-    pub fn with_triggers(mut self, triggers: Arc<crate::triggers::Triggers>) -> Self {
-        self.triggers = Some(triggers);
-        self
-    }
-
-    fn base_url(&self, headers: &HeaderMap) -> String {
-        if let Some(u) = &self.public_url {
-            return u.clone();
-        }
-        let host = headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("127.0.0.1:8080");
-        format!("http://{host}")
-    }
-}
-
-/// One route's documentation.
-pub struct Doc {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub operation_id: &'static str,
-    pub summary: &'static str,
-    pub tag: &'static str,
-    pub auth: bool,
-    /// (name, description, JSON Schema as text)
-    pub query: &'static [(&'static str, &'static str, &'static str)],
-    /// A component name, `yaml`, or `any`.
-    pub body: Option<&'static str>,
-    /// (status, description, component name / `html` / `openapi`)
-    pub responses: &'static [(u16, &'static str, &'static str)],
-}
+pub use extract::MAX_BODY;
+pub use openapi::Doc;
+pub use origin::{Origin, parse_origins};
+pub use runs::RESERVED_KEY_PREFIXES;
+pub use state::AppState;
 
 const WAIT: (&str, &str, &str) = (
     "wait",
@@ -319,7 +261,7 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                 tag: "hooks",
                 auth: false,
                 query: &[],
-                body: Some("any"),
+                body: Some("json"),
                 responses: &[(202, "Accepted", "HookAccepted"), E400, E404, E409],
             },
             post(hooks::resume_post),
@@ -419,7 +361,7 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                     E404,
                 ],
             },
-            post(history::webhook),
+            post(triggers::webhook),
         ),
         (
             Doc {
@@ -433,7 +375,7 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                 body: None,
                 responses: &[(200, "Triggers", ""), E401],
             },
-            get(history::triggers),
+            get(triggers::list),
         ),
         (
             Doc {
@@ -516,6 +458,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check_origin,
+        ))
         .with_state(state)
 }
 

@@ -1,9 +1,25 @@
 //! The OpenAPI 3.1 document, built from the same route table as the router
-//! (`super::routes`), so a route cannot exist without being documented.
+//! (`super::routes`), so a route cannot exist without being documented. `Doc` is what each
+//! route says about itself.
 
 use serde_json::{Map, Value, json};
 
-use super::Doc;
+/// One route's documentation.
+pub struct Doc {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    pub summary: &'static str,
+    pub tag: &'static str,
+    pub auth: bool,
+    /// (name, description, JSON Schema as text)
+    pub query: &'static [(&'static str, &'static str, &'static str)],
+    /// A component name (a JSON object), `yaml` (a YAML or JSON media type), `json` (any JSON
+    /// value), or `any` (any bytes, any Content-Type: webhooks from outside senders).
+    pub body: Option<&'static str>,
+    /// (status, description, component name / `html` / `openapi`)
+    pub responses: &'static [(u16, &'static str, &'static str)],
+}
 
 fn envelope(data: Value) -> Value {
     json!({
@@ -29,7 +45,7 @@ fn components() -> Value {
                         "type": "object",
                         "required": ["code", "message"],
                         "properties": {
-                            "code": {"type": "string", "enum": ["VALIDATION_ERROR", "AUTH_ERROR", "NOT_FOUND", "CONFLICT", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "METHOD_NOT_ALLOWED", "UNAVAILABLE", "INTERNAL_ERROR"]},
+                            "code": {"type": "string", "enum": ["VALIDATION_ERROR", "AUTH_ERROR", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "METHOD_NOT_ALLOWED", "UNAVAILABLE", "INTERNAL_ERROR"]},
                             "message": {"type": "string"},
                             "details": {}
                         }
@@ -213,6 +229,20 @@ fn operation(d: &Doc) -> Value {
             json!({"description": description, "content": content}),
         );
     }
+    // Answers every mutating route and every body can give, from the guard and extractors.
+    let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+    if matches!(d.method, "POST" | "PUT" | "PATCH" | "DELETE") {
+        responses.insert(
+            "403".into(),
+            json!({"description": "Sent by a browser page from an origin that is not the server's own nor allowed with --allow-origin", "content": error}),
+        );
+    }
+    if d.body.is_some_and(|b| b != "any") {
+        responses.insert(
+            "415".into(),
+            json!({"description": "The body's Content-Type is missing or not one this route takes", "content": error}),
+        );
+    }
     let mut op = json!({
         "operationId": d.operation_id,
         "summary": d.summary,
@@ -225,11 +255,20 @@ fn operation(d: &Doc) -> Value {
     }
     if let Some(body) = d.body {
         op["requestBody"] = match body {
-            "yaml" => json!({"required": true, "content": {
-                "application/yaml": {"schema": {"type": "string"}},
-                "application/json": {"schema": {"type": "object"}}
-            }}),
-            "any" => json!({"required": false, "content": {"application/json": {"schema": {}}}}),
+            "yaml" => {
+                let mut content = Map::new();
+                for mt in super::extract::YAML_TYPES {
+                    content.insert(mt.into(), json!({"schema": {"type": "string"}}));
+                }
+                content.insert(
+                    "application/json".into(),
+                    json!({"schema": {"type": "object"}}),
+                );
+                json!({"required": true, "content": content})
+            }
+            "json" | "any" => {
+                json!({"required": false, "content": {"application/json": {"schema": {}}}})
+            }
             name => {
                 json!({"required": true, "content": {"application/json": {"schema": schema_ref(name)}}})
             }

@@ -3,27 +3,28 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::auth::Caller;
+use super::envelope::{ok, page, run_query};
 use super::error::ApiError;
-use super::extract::{Json, Query};
+use super::extract::{Json, Path, Query};
+use super::state::AppState;
 use super::views;
 use crate::engine::{CreateRun, Resume};
-use crate::model::RunStatus;
-use crate::store::{RunQuery, RunRecord};
+use crate::store::RunRecord;
 
 /// Longest `?wait=` a request may hold.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
-pub fn ok(status: StatusCode, data: Value) -> Response {
-    (status, axum::Json(json!({"success": true, "data": data}))).into_response()
-}
+/// Idempotency keys starting with these belong to triggers (`webhook:<trigger>:<delivery>`,
+/// `schedule:<trigger>:<due>`, `poll:<trigger>:<item>`, made in `src/triggers/runner.rs`).
+/// A client may not use them: a key taken first would make the trigger's event start no run.
+pub const RESERVED_KEY_PREFIXES: [&str; 3] = ["webhook:", "schedule:", "poll:"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -99,6 +100,15 @@ pub async fn create(
                     "idempotencyKey must be 1 to 255 characters",
                 ));
             }
+            if let Some(p) = RESERVED_KEY_PREFIXES.iter().find(|p| k.starts_with(*p)) {
+                return Err(ApiError::field(
+                    "idempotencyKey",
+                    format!(
+                        "idempotencyKey may not start with `{p}`: keys starting with {} are reserved for the keys triggers make",
+                        RESERVED_KEY_PREFIXES.map(|p| format!("`{p}`")).join(", ")
+                    ),
+                ));
+            }
             Some(k)
         }
         Some(_) => {
@@ -142,68 +152,6 @@ async fn settle(
             s.is_terminal() || s.is_suspended()
         })
         .await?)
-}
-
-/// Filters and page of a run listing, from query parameters; bad values are 400.
-pub fn run_query(q: &HashMap<String, String>, workspace_id: &str) -> Result<RunQuery, ApiError> {
-    let int = |name: &str, default: u64, max: u64| -> Result<u64, ApiError> {
-        match q.get(name) {
-            None => Ok(default),
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::field(
-                    name,
-                    format!("{name} must be an integer from 1 to {max}, got `{v}`"),
-                )),
-            },
-        }
-    };
-    let time = |name: &str| -> Result<Option<jiff::Timestamp>, ApiError> {
-        q.get(name)
-            .map(|v| {
-                v.parse::<jiff::Timestamp>()
-                    .map_err(|_| ApiError::field(name, format!("{name} must be an RFC 3339 time")))
-            })
-            .transpose()
-    };
-    Ok(RunQuery {
-        workspace_id: workspace_id.to_string(),
-        status: q
-            .get("status")
-            .map(|s| {
-                s.parse::<RunStatus>()
-                    .map_err(|e| ApiError::field("status", e))
-            })
-            .transpose()?,
-        definition: q.get("definitionId").filter(|d| !d.is_empty()).cloned(),
-        from: time("from")?,
-        to: time("to")?,
-        page: int("page", 1, 1_000_000)?,
-        page_size: int("pageSize", 20, 100)?,
-    })
-}
-
-/// One page of runs in the seeds' list shape, each run shaped by `view`.
-pub async fn page(
-    state: &AppState,
-    query: RunQuery,
-    view: impl Fn(&RunRecord) -> Value,
-) -> Result<Response, ApiError> {
-    let (page, page_size) = (query.page, query.page_size);
-    let store = state.engine.store().clone();
-    let (runs, total) = tokio::task::spawn_blocking(move || store.list_runs(&query))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let data: Vec<Value> = runs.iter().map(view).collect();
-    Ok((
-        StatusCode::OK,
-        axum::Json(json!({
-            "success": true,
-            "data": data,
-            "meta": {"page": page, "pageSize": page_size, "total": total, "totalPages": total.div_ceil(page_size)},
-        })),
-    )
-        .into_response())
 }
 
 pub async fn list(
@@ -251,7 +199,7 @@ pub async fn detail(
         run.trigger.get("actor").cloned().unwrap_or(Value::Null),
     );
     if include.contains(&"usage") || include.contains(&"steps") {
-        v.insert("usage".into(), super::history::usage(&steps, &state.prices));
+        v.insert("usage".into(), views::usage(&steps, &state.prices));
     }
     if let Some(events) = events {
         v.insert("trace".into(), Value::Array(views::trace(&events)));

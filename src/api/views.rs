@@ -125,3 +125,48 @@ pub fn hook(h: &HookRecord, base_url: &str) -> Value {
         "resumedAt": opt_time(h.resumed_at),
     })
 }
+
+/// Token counts and durations per model, and a cost line where prices are configured
+/// (`STEPWISE_PRICES`: `{"model": {"input": USD per 1M tokens, "output": …}}`).
+pub fn usage(steps: &[StepRecord], prices: &Value) -> Value {
+    let mut models: Map<String, Value> = Map::new();
+    let mut cost = 0.0;
+    let mut priced = false;
+    for s in steps {
+        let Some(u) = &s.usage else { continue };
+        let model = u["model"].as_str().unwrap_or("unknown").to_string();
+        let e = models.entry(model.clone()).or_insert_with(|| {
+            json!({"calls": 0, "promptTokens": 0, "completionTokens": 0, "totalTokens": 0, "durationMs": 0})
+        });
+        for k in [
+            "promptTokens",
+            "completionTokens",
+            "totalTokens",
+            "durationMs",
+        ] {
+            e[k] = json!(e[k].as_u64().unwrap_or(0) + u[k].as_u64().unwrap_or(0));
+        }
+        e["calls"] = json!(e["calls"].as_u64().unwrap_or(0) + 1);
+        if let Some(p) = prices.get(&model) {
+            let c = u["promptTokens"].as_f64().unwrap_or(0.0) * p["input"].as_f64().unwrap_or(0.0)
+                / 1e6
+                + u["completionTokens"].as_f64().unwrap_or(0.0)
+                    * p["output"].as_f64().unwrap_or(0.0)
+                    / 1e6;
+            cost += c;
+            priced = true;
+        }
+    }
+    for (model, e) in models.iter_mut() {
+        if let Some(p) = prices.get(model) {
+            e["costUsd"] = json!(
+                e["promptTokens"].as_f64().unwrap_or(0.0) * p["input"].as_f64().unwrap_or(0.0)
+                    / 1e6
+                    + e["completionTokens"].as_f64().unwrap_or(0.0)
+                        * p["output"].as_f64().unwrap_or(0.0)
+                        / 1e6
+            );
+        }
+    }
+    json!({"models": models, "costUsd": if priced { json!(cost) } else { Value::Null }})
+}

@@ -1,10 +1,12 @@
-//! `stepwise keys create --workspace NAME`
+//! `stepwise keys create|list|revoke`, on the database file: keys are administered where
+//! the server's data lives, not over the API they protect.
 
 use clap::{Args, Subcommand};
+use serde_json::json;
 
 use super::Outcome;
 use super::local::DbArgs;
-use crate::store::{ApiKeyRecord, SqliteStore, Store};
+use crate::store::{ApiKeyInfo, ApiKeyRecord, SqliteStore, Store};
 
 #[derive(Debug, Args)]
 pub struct KeysArgs {
@@ -19,6 +21,25 @@ enum KeysCommand {
         /// The workspace the key acts in (`default` is the one `--insecure-no-auth` uses).
         #[arg(long, default_value = "default")]
         workspace: String,
+        /// What the key is for, shown by `keys list` (e.g. `ci`).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List the keys of every workspace: id (the key's first characters), name, workspace,
+    /// when created and revoked. The keys themselves are not stored.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a key: a running server refuses it from its next request on.
+    Revoke {
+        /// The key's id as `keys list` shows it (e.g. `stw_1a2b3c`), or the whole key.
+        id: String,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -44,36 +65,145 @@ pub fn workspace_id(name: &str) -> Result<String, String> {
 }
 
 pub fn run(args: &KeysArgs) -> Outcome {
-    match &args.command {
-        KeysCommand::Create { workspace, db } => {
-            let ws = match workspace_id(workspace) {
-                Ok(w) => w,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Outcome::CouldNotRun;
-                }
-            };
-            let store = match SqliteStore::open(&db.db, db.synchronous) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Outcome::CouldNotRun;
-                }
-            };
-            let key = crate::api::new_key();
-            let rec = ApiKeyRecord {
-                hash: crate::api::hash_key(&key),
-                workspace_id: ws.clone(),
-                prefix: key.chars().take(10).collect(),
-                created_at: jiff::Timestamp::now(),
-            };
-            if let Err(e) = store.put_api_key(&rec) {
-                eprintln!("error: {e}");
-                return Outcome::CouldNotRun;
-            }
-            eprintln!("created a key for workspace {ws}; it is shown only now:");
-            println!("{key}");
-            Outcome::Ok
+    let result = match &args.command {
+        KeysCommand::Create {
+            workspace,
+            name,
+            db,
+        } => create(workspace, name.as_deref(), db),
+        KeysCommand::List { json, db } => list(*json, db),
+        KeysCommand::Revoke { id, db } => revoke(id, db),
+    };
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(e) => {
+            eprintln!("error: {e}");
+            Outcome::CouldNotRun
         }
     }
+}
+
+fn open(db: &DbArgs) -> Result<SqliteStore, String> {
+    SqliteStore::open(&db.db, db.synchronous).map_err(|e| e.to_string())
+}
+
+fn create(workspace: &str, name: Option<&str>, db: &DbArgs) -> Result<(), String> {
+    let ws = workspace_id(workspace)?;
+    if name.is_some_and(|n| n.trim().is_empty() || n.chars().count() > 100) {
+        return Err("--name must be 1 to 100 characters".into());
+    }
+    let store = open(db)?;
+    let key = crate::api::new_key();
+    let rec = ApiKeyRecord {
+        hash: crate::api::hash_key(&key),
+        workspace_id: ws.clone(),
+        prefix: key.chars().take(10).collect(),
+        created_at: jiff::Timestamp::now(),
+    };
+    store
+        .put_named_api_key(&rec, name)
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "created key {} for workspace {ws}; the key is shown only now:",
+        rec.prefix
+    );
+    println!("{key}");
+    Ok(())
+}
+
+fn time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn list(json: bool, db: &DbArgs) -> Result<(), String> {
+    let keys = open(db)?.api_keys().map_err(|e| e.to_string())?;
+    if json {
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "id": k.prefix,
+                    "name": k.name,
+                    "workspace": k.workspace_id,
+                    "createdAt": time(k.created_at),
+                    "revokedAt": k.revoked_at.map(time),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    let mut rows = vec![["ID", "NAME", "WORKSPACE", "CREATED", "REVOKED"].map(String::from)];
+    for k in &keys {
+        rows.push([
+            k.prefix.clone(),
+            k.name.clone().unwrap_or_else(|| "-".into()),
+            k.workspace_id.clone(),
+            time(k.created_at),
+            k.revoked_at.map_or_else(|| "-".into(), time),
+        ]);
+    }
+    print!("{}", columns(&rows));
+    if keys.is_empty() {
+        eprintln!("no API keys: create one with `stepwise keys create --workspace NAME`");
+    }
+    Ok(())
+}
+
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The one key `id` names: the whole key, or a prefix `keys list` showed. Prefixes are
+/// short, so two keys may share one; then only the whole key can say which.
+fn find<'a>(keys: &'a [ApiKeyInfo], id: &str) -> Result<&'a ApiKeyInfo, String> {
+    let hash = crate::api::hash_key(id);
+    if let Some(k) = keys.iter().find(|k| k.hash == hash) {
+        return Ok(k);
+    }
+    let matches: Vec<&ApiKeyInfo> = keys.iter().filter(|k| k.prefix == id).collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "no API key `{id}`: give an id from `stepwise keys list` or the whole key"
+        )),
+        many => Err(format!(
+            "{} keys start with `{id}`: give the whole key to revoke one of them",
+            many.len()
+        )),
+    }
+}
+
+fn revoke(id: &str, db: &DbArgs) -> Result<(), String> {
+    let store = open(db)?;
+    let keys = store.api_keys().map_err(|e| e.to_string())?;
+    let key = find(&keys, id.trim())?;
+    if let Some(at) = key.revoked_at {
+        eprintln!("key {} was already revoked at {}", key.prefix, time(at));
+        return Ok(());
+    }
+    store
+        .revoke_api_key(&key.hash, jiff::Timestamp::now())
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "revoked key {} (workspace {}); servers refuse it from now on",
+        key.prefix, key.workspace_id
+    );
+    Ok(())
 }

@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// Base URL clients reach this server at, for hook `resumeUrl`s (default: the request's Host).
     #[arg(long, env = "STEPWISE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// A browser origin (scheme://host[:port]) whose pages may send requests that change
+    /// things, besides the server's own. Repeatable; the variable takes a comma-separated list.
+    #[arg(long, env = "STEPWISE_ALLOW_ORIGIN", value_delimiter = ',')]
+    allow_origin: Vec<String>,
     /// Delete finished runs (COMPLETED, FAILED, CANCELLED) older than this, e.g. 30d. Off by default.
     #[arg(long, env = "STEPWISE_RETENTION")]
     retention: Option<String>,
@@ -49,6 +53,13 @@ pub fn serve(args: &ServeArgs) -> Outcome {
         );
         return Outcome::CouldNotRun;
     }
+    let allowed_origins = match crate::api::parse_origins(&args.allow_origin) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: --allow-origin: {e}");
+            return Outcome::CouldNotRun;
+        }
+    };
     let retention = match args
         .retention
         .as_deref()
@@ -114,7 +125,8 @@ pub fn serve(args: &ServeArgs) -> Outcome {
                 args.insecure_no_auth,
                 args.public_url.clone(),
             )
-            .with_triggers(triggers),
+            .with_triggers(triggers)
+            .with_allowed_origins(allowed_origins),
         );
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())

@@ -197,6 +197,19 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
 }
 
+/// An API key as administrators see it (`stepwise keys list`): never the key itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyInfo {
+    pub hash: String,
+    pub workspace_id: String,
+    pub prefix: String,
+    /// What the key is for, given at creation (`--name`).
+    pub name: Option<String>,
+    pub created_at: Timestamp,
+    /// Set once the key is revoked; a revoked key authenticates nothing.
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// The fields of a run that change after it is created.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunUpdate {
@@ -342,4 +355,14 @@ pub trait Store: Send + Sync + 'static {
     fn delete_finished_before(&self, before: Timestamp, limit: usize) -> Result<usize>;
     fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
     fn hooks_for_run(&self, run_id: &str) -> Result<Vec<HookRecord>>;
+
+    // API key administration: names, listing, revocation.
+    /// Store a new key with an optional name.
+    fn put_named_api_key(&self, key: &ApiKeyRecord, name: Option<&str>) -> Result<()>;
+    /// A key by its hash, revoked or not (the API checks `revoked_at` on every request).
+    fn api_key_info(&self, hash: &str) -> Result<Option<ApiKeyInfo>>;
+    /// Every key of every workspace, oldest first.
+    fn api_keys(&self) -> Result<Vec<ApiKeyInfo>>;
+    /// Revoke a key; `false` when no such key exists or it was already revoked.
+    fn revoke_api_key(&self, hash: &str, at: Timestamp) -> Result<bool>;
 }

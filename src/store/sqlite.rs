@@ -151,6 +151,10 @@ CREATE INDEX runs_by_finished ON runs (finished_at) WHERE finished_at IS NOT NUL
     r#"
 ALTER TABLE step_executions ADD COLUMN run_attempt INTEGER NOT NULL DEFAULT 1;
 "#,
+    r#"
+ALTER TABLE api_keys ADD COLUMN name TEXT;
+ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -919,6 +923,59 @@ impl Store for SqliteStore {
             stmt.query_map(params![run_id], hook_from_row)?.collect()
         })
     }
+
+    // API key administration.
+    fn put_named_api_key(&self, key: &ApiKeyRecord, name: Option<&str>) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO api_keys (hash, workspace_id, prefix, created_at, name) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.hash, key.workspace_id, key.prefix, micros(key.created_at), name],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn api_key_info(&self, hash: &str) -> Result<Option<super::ApiKeyInfo>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = ?1"
+            ))?
+            .query_row(params![hash], api_key_from_row)
+            .optional()
+        })
+    }
+
+    fn api_keys(&self) -> Result<Vec<super::ApiKeyInfo>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, prefix"
+            ))?;
+            stmt.query_map([], api_key_from_row)?.collect()
+        })
+    }
+
+    fn revoke_api_key(&self, hash: &str, at: Timestamp) -> Result<bool> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash, micros(at)],
+            )
+            .map(|n| n > 0)
+        })
+    }
+}
+
+const API_KEY_COLUMNS: &str = "hash, workspace_id, prefix, name, created_at, revoked_at";
+
+fn api_key_from_row(r: &Row<'_>) -> rusqlite::Result<super::ApiKeyInfo> {
+    Ok(super::ApiKeyInfo {
+        hash: r.get(0)?,
+        workspace_id: r.get(1)?,
+        prefix: r.get(2)?,
+        name: r.get(3)?,
+        created_at: ts(r.get(4)?),
+        revoked_at: r.get::<_, Option<i64>>(5)?.map(ts),
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,63 @@
+//! Webhook deliveries from outside senders, and the list of triggers the server runs.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::envelope::ok;
+use super::error::ApiError;
+use super::extract::{Body, Path};
+use super::state::AppState;
+
+pub async fn webhook(
+    State(state): State<AppState>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let Some(triggers) = &state.triggers else {
+        return Err(ApiError::NotFound(format!("no webhook `{endpoint}`")));
+    };
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_ascii_lowercase(), v.to_string()))
+        })
+        .collect();
+    let (run, created) = triggers.webhook(&endpoint, &headers, &body).await?;
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok(ok(
+        status,
+        json!({"runId": run.id, "status": run.status, "created": created}),
+    ))
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let mut out = Vec::new();
+    let Some(triggers) = state
+        .triggers
+        .as_ref()
+        .filter(|t| t.workspace_id() == caller.workspace_id)
+    else {
+        return Ok(ok(StatusCode::OK, Value::Array(out)));
+    };
+    for t in triggers.list() {
+        let store = state.engine.store().clone();
+        let (ws, name) = (triggers.workspace_id().to_string(), t.name.clone());
+        let st = tokio::task::spawn_blocking(move || store.trigger_state(&ws, &name))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        out.push(json!({"name": t.name, "kind": t.source.kind(), "workflow": t.workflow, "enabled": t.enabled, "label": t.label(), "state": st}));
+    }
+    Ok(ok(StatusCode::OK, Value::Array(out)))
+}
