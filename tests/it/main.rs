@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod cli_client;
 mod compile;
 mod crash;
 mod engine;
