@@ -78,6 +78,7 @@ fn components() -> Value {
                     "currentStepIndex": {"type": "integer"},
                     "attempt": {"type": "integer"},
                     "pendingAction": {"$ref": "#/components/schemas/PendingAction"},
+                    "waitingOn": {"type": ["object", "null"], "description": "What a PAUSED or WAITING run waits on: label `Waiting on hook` (approval, external_event) or `Sleeping` (wait, with `until`), and the step.", "properties": {"label": {"type": "string"}, "step": {"type": "string"}, "type": {"type": "string"}, "until": nullable_ts}},
                     "parentRunId": {"type": ["string", "null"]},
                     "createdAt": ts,
                     "updatedAt": ts,

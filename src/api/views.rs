@@ -38,6 +38,7 @@ pub fn run(r: &RunRecord) -> Map<String, Value> {
         "currentStepIndex": r.current_step_index,
         "attempt": r.attempt,
         "pendingAction": r.pending_action,
+        "waitingOn": waiting_on(r),
         "parentRunId": r.parent_run_id,
         "createdAt": time(r.created_at),
         "updatedAt": time(r.updated_at),
@@ -50,6 +51,38 @@ pub fn run(r: &RunRecord) -> Map<String, Value> {
         Value::Object(m) => m,
         _ => Map::new(),
     }
+}
+
+/// What a suspended run waits on, labelled as in seed 000's run history: an approval or an
+/// external event waits on its hook ("Waiting on hook"), a `wait` step sleeps until its due
+/// time ("Sleeping"). `null` while the run is not suspended.
+fn waiting_on(r: &RunRecord) -> Value {
+    let Some(action) = r
+        .pending_action
+        .as_ref()
+        .filter(|_| r.status.is_suspended())
+    else {
+        return Value::Null;
+    };
+    let step_type = action
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let label = match step_type {
+        "approval" | "external_event" => "Waiting on hook",
+        "wait" => "Sleeping",
+        _ => "Waiting",
+    };
+    let until = action
+        .get("until")
+        .and_then(Value::as_str)
+        .map(|u| u.parse::<Timestamp>().map_or_else(|_| u.to_string(), time));
+    json!({
+        "label": label,
+        "step": action.get("step"),
+        "type": step_type,
+        "until": until,
+    })
 }
 
 fn attempt(s: &StepRecord) -> Value {

@@ -39,43 +39,146 @@ impl std::fmt::Display for Synchronous {
 }
 
 /// Held while an engine runs on a database: two schedulers on one file would both recover
-/// the same runs.
+/// the same runs. The lock file names its holder (`pid N`) and, for a server, where it
+/// listens (`server URL`), so CLI commands can hand changes to it.
 pub struct DbLock {
     _file: std::fs::File,
 }
 
-pub fn lock(db: &Path) -> Result<DbLock, String> {
+/// Who holds a database's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// A `stepwise serve` that said where it listens.
+    Server(String),
+    /// A process that runs the engine without saying how to reach it (a worker, `run`, or a
+    /// server of an older stepwise).
+    Process(Option<u32>),
+}
+
+fn lock_path(db: &Path) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
-    let path = PathBuf::from(name);
+    PathBuf::from(name)
+}
+
+/// Take the lock, or say who holds it.
+pub fn try_lock(db: &Path) -> Result<Result<DbLock, Holder>, String> {
+    use std::io::Write;
+    let path = lock_path(db);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(DbLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "another stepwise process (serve or worker) is using {}; stop it, or talk to it with --server",
-            db.display()
-        )),
+        Ok(()) => {
+            // What a holder that died left behind is no longer true.
+            file.set_len(0)
+                .and_then(|()| writeln!(file, "pid {}", std::process::id()))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(Ok(DbLock { _file: file }))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Ok(Err(read_holder(&path))),
         Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
     }
+}
+
+pub fn lock(db: &Path) -> Result<DbLock, String> {
+    match try_lock(db)? {
+        Ok(lock) => Ok(lock),
+        Err(holder) => Err(format!(
+            "{} runs the engine on {}; stop it first, or send runs to a server with `stepwise runs … --server URL`",
+            describe(&holder),
+            db.display()
+        )),
+    }
+}
+
+/// Who holds the lock right now, if anyone; creates nothing.
+pub fn holder(db: &Path) -> Option<Holder> {
+    let path = lock_path(db);
+    let file = std::fs::File::open(&path).ok()?;
+    match file.try_lock_shared() {
+        // Free: whatever the file says is stale. Dropping the file releases the probe.
+        Ok(()) => None,
+        Err(std::fs::TryLockError::WouldBlock) => Some(read_holder(&path)),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
+fn read_holder(path: &Path) -> Holder {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut pid = None;
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some(("server", url)) if !url.trim().is_empty() => {
+                return Holder::Server(url.trim().to_string());
+            }
+            Some(("pid", n)) => pid = n.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    Holder::Process(pid)
+}
+
+/// "the stepwise server at URL", "another stepwise process (pid N)".
+pub fn describe(holder: &Holder) -> String {
+    match holder {
+        Holder::Server(url) => format!("the stepwise server at {url}"),
+        Holder::Process(Some(pid)) => {
+            format!("another stepwise process (pid {pid}: serve, worker or run)")
+        }
+        Holder::Process(None) => "another stepwise process (serve, worker or run)".to_string(),
+    }
+}
+
+/// Record in the lock file where the server holding it listens (call after binding, while
+/// holding the lock), so CLI commands without `--server` send their changes there.
+pub fn advertise(db: &Path, addr: std::net::SocketAddr) -> Result<(), String> {
+    use std::io::Write;
+    let host = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let url = format!("http://{}", std::net::SocketAddr::new(host, addr.port()));
+    let path = lock_path(db);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "server {url}"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Open the store and start the engine (call inside a tokio runtime).
 pub fn start_engine(args: &DbArgs) -> Result<(Engine, DbLock), String> {
     let lock = lock(&args.db)?;
+    Ok((start_locked(args, &lock)?, lock))
+}
+
+/// Start the engine on a database whose lock the caller holds (call inside a tokio runtime).
+pub fn start_locked(args: &DbArgs, _lock: &DbLock) -> Result<Engine, String> {
     let store = SqliteStore::open(&args.db, args.synchronous).map_err(|e| e.to_string())?;
     let config = EngineConfig::from_env()?;
-    let engine =
-        Engine::start(Arc::new(store), Arc::new(SystemClock), config).map_err(|e| e.to_string())?;
-    Ok((engine, lock))
+    Engine::start(Arc::new(store), Arc::new(SystemClock), config).map_err(|e| e.to_string())
+}
+
+/// Open the store for reading: no lock, no scheduler, nothing executes (call inside a tokio
+/// runtime). SQLite's WAL lets this run beside a server writing the same file.
+pub fn open_read_only(args: &DbArgs) -> Result<Engine, String> {
+    let store = SqliteStore::open(&args.db, args.synchronous).map_err(|e| e.to_string())?;
+    let config = EngineConfig::from_env()?;
+    Ok(Engine::read_only(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        config,
+    ))
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -62,105 +62,112 @@ pub fn run(args: &RunArgs) -> Outcome {
         }
     };
     with_engine(&args.db, |engine| async move {
-        let definition = if PathBuf::from(&args.workflow).is_file() {
-            let source = match std::fs::read_to_string(&args.workflow) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: cannot read {}: {e}", args.workflow);
-                    return Outcome::CouldNotRun;
-                }
-            };
-            match engine
-                .apply_definition(DEFAULT_WORKSPACE, &args.workflow, &source)
-                .await
-            {
-                Ok(Ok((rec, _))) => rec.version_id,
-                Ok(Err(rejected)) => {
-                    let color = super::stderr_color();
-                    for d in &rejected.diagnostics {
-                        eprint!("{}", render_human(&rejected.file, d, color, 100));
-                    }
-                    return Outcome::Failed;
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Outcome::CouldNotRun;
-                }
-            }
-        } else {
-            args.workflow.clone()
-        };
-        let mut updates = engine.subscribe();
-        let created = engine
-            .create_run(CreateRun {
-                workspace_id: DEFAULT_WORKSPACE.into(),
-                definition,
-                input,
-                idempotency_key: args.idempotency_key.clone(),
-                trigger: json!({"kind": "cli", "label": "CLI", "actor": "cli"}),
-            })
-            .await;
-        let run = match created {
-            Ok((run, _)) => run,
-            Err(e) => {
-                report_engine_error(&e);
-                return Outcome::Failed;
-            }
-        };
-        eprintln!("run {} ({})", run.id, run.definition_slug);
-        let mut progress = Progress::new(std::io::stderr().is_terminal());
-        let mut status = run.status;
-        let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-        loop {
-            if status.is_terminal() {
-                break;
-            }
-            if status.is_suspended() {
-                // The update may be older than the run: read it as it is now.
-                let Ok(current) = engine.run(DEFAULT_WORKSPACE, &run.id).await else {
-                    break;
-                };
-                status = current.status;
-                let on_timer = current
-                    .pending_action
-                    .as_ref()
-                    .is_some_and(|p| p["type"] == "wait");
-                // Only a timer can move the run on while this process holds the database.
-                if status.is_terminal() || (status.is_suspended() && !(args.wait && on_timer)) {
-                    break;
-                }
-            }
-            tokio::select! {
-                u = updates.recv() => match u {
-                    Ok(u) if u.run_id == run.id => match u.step {
-                        Some((step, s)) => progress.step(&step, s),
-                        // Only run-level updates carry the run's committed status.
-                        None => status = u.status,
-                    },
-                    Ok(_) => {}
-                    Err(_) => {
-                        status = engine.run(DEFAULT_WORKSPACE, &run.id).await.map_or(status, |r| r.status);
-                    }
-                },
-                _ = &mut ctrl_c => {
-                    progress.finish();
-                    eprintln!("interrupted: run {} stays {status} and continues with `stepwise worker` or `stepwise serve`", run.id);
-                    engine.shutdown().await;
-                    return Outcome::Failed;
-                }
-            }
-        }
-        progress.finish();
-        let outcome = match engine.run(DEFAULT_WORKSPACE, &run.id).await {
-            Ok(r) => print_result(&r),
-            Err(e) => {
-                report_engine_error(&e);
-                Outcome::Failed
-            }
-        };
+        let outcome = run_on(&engine, args, input).await;
+        // Steps this engine started (this run's, and those of runs it recovered) finish and
+        // are committed before the process exits, so no later command starts them again.
+        let _ = engine.until_idle().await;
         engine.shutdown().await;
         outcome
     })
+}
+
+async fn run_on(engine: &Engine, args: &RunArgs, input: Value) -> Outcome {
+    let definition = if PathBuf::from(&args.workflow).is_file() {
+        let source = match std::fs::read_to_string(&args.workflow) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", args.workflow);
+                return Outcome::CouldNotRun;
+            }
+        };
+        match engine
+            .apply_definition(DEFAULT_WORKSPACE, &args.workflow, &source)
+            .await
+        {
+            Ok(Ok((rec, _))) => rec.version_id,
+            Ok(Err(rejected)) => {
+                let color = super::stderr_color();
+                for d in &rejected.diagnostics {
+                    eprint!("{}", render_human(&rejected.file, d, color, 100));
+                }
+                return Outcome::Failed;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Outcome::CouldNotRun;
+            }
+        }
+    } else {
+        args.workflow.clone()
+    };
+    let mut updates = engine.subscribe();
+    let created = engine
+        .create_run(CreateRun {
+            workspace_id: DEFAULT_WORKSPACE.into(),
+            definition,
+            input,
+            idempotency_key: args.idempotency_key.clone(),
+            trigger: json!({"kind": "cli", "label": "CLI", "actor": "cli"}),
+        })
+        .await;
+    let run = match created {
+        Ok((run, _)) => run,
+        Err(e) => {
+            report_engine_error(&e);
+            return Outcome::Failed;
+        }
+    };
+    eprintln!("run {} ({})", run.id, run.definition_slug);
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
+    let mut status = run.status;
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        if status.is_terminal() {
+            break;
+        }
+        if status.is_suspended() {
+            // The update may be older than the run: read it as it is now.
+            let Ok(current) = engine.run(DEFAULT_WORKSPACE, &run.id).await else {
+                break;
+            };
+            status = current.status;
+            let on_timer = current
+                .pending_action
+                .as_ref()
+                .is_some_and(|p| p["type"] == "wait");
+            // Only a timer can move the run on while this process holds the database.
+            if status.is_terminal() || (status.is_suspended() && !(args.wait && on_timer)) {
+                break;
+            }
+        }
+        tokio::select! {
+            u = updates.recv() => match u {
+                Ok(u) if u.run_id == run.id => match u.step {
+                    Some((step, s)) => progress.step(&step, s),
+                    // Only run-level updates carry the run's committed status.
+                    None => status = u.status,
+                },
+                Ok(_) => {}
+                Err(_) => {
+                    status = engine.run(DEFAULT_WORKSPACE, &run.id).await.map_or(status, |r| r.status);
+                }
+            },
+            _ = &mut ctrl_c => {
+                progress.finish();
+                eprintln!("interrupted: run {} stays {status} and continues with `stepwise worker` or `stepwise serve`", run.id);
+                engine.shutdown().await;
+                return Outcome::Failed;
+            }
+        }
+    }
+    progress.finish();
+    match engine.run(DEFAULT_WORKSPACE, &run.id).await {
+        Ok(r) => print_result(&r),
+        Err(e) => {
+            report_engine_error(&e);
+            Outcome::Failed
+        }
+    }
 }
 
 fn print_result(r: &RunRecord) -> Outcome {

@@ -3,6 +3,7 @@
 mod api;
 mod api_guard;
 mod cli;
+mod cli_client;
 mod compile;
 mod crash;
 mod engine;

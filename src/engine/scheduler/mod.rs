@@ -52,11 +52,7 @@ pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> sup
     let exec = tokio::runtime::Handle::try_current().map_err(|_| {
         EngineError::Internal("Engine::start must be called inside a tokio runtime".into())
     })?;
-    // reqwest is built without a default crypto provider; ring is ours (fast to build).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("stepwise/", env!("CARGO_PKG_VERSION")))
-        .build()
+    let http = crate::http_client::build(&crate::http_client::ClientOptions::default())
         .map_err(|e| EngineError::Internal(format!("cannot build the HTTP client: {e}")))?;
     std::thread::Builder::new()
         .name("stepwise-scheduler".into())
