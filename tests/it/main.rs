@@ -9,5 +9,6 @@ mod fuzz;
 mod lint_corpus;
 mod serve;
 mod server;
+mod trigger_faults;
 mod triggers;
 mod util;
