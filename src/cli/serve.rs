@@ -1,6 +1,6 @@
 //! `stepwise serve`: the HTTP API and the engine in one process.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -14,7 +14,7 @@ use crate::api::{AppState, is_loopback, router};
 use crate::diagnostics::render_human;
 use crate::engine::Engine;
 use crate::store::DEFAULT_WORKSPACE;
-use crate::triggers::Triggers;
+use crate::triggers::{Placed, Trigger, Triggers};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -88,7 +88,7 @@ pub fn serve(args: &ServeArgs) -> Outcome {
         }
         let triggers = Triggers::new(engine.clone(), DEFAULT_WORKSPACE);
         if let Some(dir) = &args.definitions {
-            let mut seen = HashMap::new();
+            let mut seen = BTreeMap::new();
             load_definitions(&engine, &triggers, dir, &mut seen).await;
             let (engine, triggers, dir) = (engine.clone(), triggers.clone(), dir.clone());
             tokio::spawn(async move {
@@ -148,46 +148,45 @@ pub fn serve(args: &ServeArgs) -> Outcome {
 
 /// What the folder watcher remembers of a file.
 struct Seen {
-    modified: SystemTime,
-    /// The trigger the file declares, to stop it when the file goes.
-    trigger: Option<String>,
+    /// Modification time and length: a change in either reloads the file.
+    version: (SystemTime, u64),
+    /// The trigger the file declares. An edit that does not lint keeps the last good one.
+    trigger: Option<Trigger>,
+    /// What the server last said about the file's trigger, so it is said once.
+    said: Option<String>,
 }
 
 /// Apply every changed `*.yaml`/`*.yml` in `dir` (workflows and triggers); invalid files are
-/// refused with their diagnostics.
+/// refused with their diagnostics. The loaded triggers are then exactly those the folder's
+/// files declare: an edit, a rename or a removal leaves no trigger behind.
 async fn load_definitions(
     engine: &Engine,
     triggers: &Triggers,
     dir: &Path,
-    seen: &mut HashMap<PathBuf, Seen>,
+    seen: &mut BTreeMap<PathBuf, Seen>,
 ) {
     let (files, problems) = super::lint::collect_files(&[dir.to_path_buf()]);
-    // A trigger whose file is gone stops; a workflow's stored versions stay (runs pin them).
-    seen.retain(|path, s| {
-        let keep = files.contains(path);
-        if !keep && let Some(name) = &s.trigger {
-            eprintln!("removed {} (trigger {name})", path.display());
-            triggers.remove(name);
-        }
-        keep
-    });
+    // A workflow's stored versions stay when its file goes (runs pin them).
+    let before = seen.len();
+    seen.retain(|path, _| files.contains(path));
+    let mut changed = seen.len() != before;
     for (p, e) in problems {
         eprintln!("error: cannot read {}: {e}", p.display());
     }
     for path in files {
-        let modified = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        if seen.get(&path).is_some_and(|s| s.modified == modified) {
+        let version = std::fs::metadata(&path)
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+            .unwrap_or((SystemTime::UNIX_EPOCH, 0));
+        let entry = seen.entry(path.clone()).or_insert(Seen {
+            version: (SystemTime::UNIX_EPOCH, u64::MAX),
+            trigger: None,
+            said: None,
+        });
+        if entry.version == version {
             continue;
         }
-        seen.insert(
-            path.clone(),
-            Seen {
-                modified,
-                trigger: None,
-            },
-        );
+        entry.version = version;
+        changed = true;
         let source = match std::fs::read_to_string(&path) {
             Ok(s) => s,
             Err(e) => {
@@ -197,23 +196,15 @@ async fn load_definitions(
         };
         let name = path.display().to_string();
         let file = crate::diagnostics::SourceFile::new(name.clone(), source.as_str());
-        let is_trigger =
-            crate::yaml::parse(&file).is_ok_and(|d| crate::triggers::is_trigger(&d.value));
+        // A trigger file that no longer parses is still a trigger file: its last good
+        // version keeps running, as with any other error.
+        let is_trigger = crate::yaml::parse(&file).map_or(entry.trigger.is_some(), |d| {
+            crate::triggers::is_trigger(&d.value)
+        });
         if is_trigger {
             let l = crate::validate::lint(&file);
             match l.trigger {
-                Some(t) => {
-                    let (label, trigger_name) = (t.label(), t.name.clone());
-                    match triggers.set(t) {
-                        Ok(()) => {
-                            eprintln!("loaded {name} ({label})");
-                            if let Some(s) = seen.get_mut(&path) {
-                                s.trigger = Some(trigger_name);
-                            }
-                        }
-                        Err(e) => eprintln!("refused {name}: {e}"),
-                    }
-                }
+                Some(t) => entry.trigger = Some(t),
                 None => {
                     eprintln!("refused {name}:");
                     for d in &l.diagnostics {
@@ -223,6 +214,7 @@ async fn load_definitions(
             }
             continue;
         }
+        entry.trigger = None;
         match engine
             .apply_definition(DEFAULT_WORKSPACE, &name, &source)
             .await
@@ -235,6 +227,50 @@ async fn load_definitions(
                 }
             }
             Err(e) => eprintln!("error: cannot store {name}: {e}"),
+        }
+    }
+    if changed {
+        sync_triggers(triggers, seen);
+    }
+}
+
+/// Make the loaded triggers those the files declare; a name or endpoint declared twice
+/// goes to the file first in path order.
+fn sync_triggers(triggers: &Triggers, seen: &mut BTreeMap<PathBuf, Seen>) {
+    let declared: Vec<(PathBuf, Trigger)> = seen
+        .iter()
+        .filter_map(|(p, s)| s.trigger.clone().map(|t| (p.clone(), t)))
+        .collect();
+    let (placed, stopped) = triggers.replace_all(declared.iter().map(|(_, t)| t.clone()).collect());
+    for name in stopped {
+        eprintln!("stopped trigger {name}: no file declares it any more");
+    }
+    for ((path, t), placed) in declared.iter().zip(placed) {
+        let said = match &placed {
+            Placed::Unchanged => continue,
+            Placed::Loaded { inactive } => format!(
+                "loaded {} ({}){}",
+                path.display(),
+                t.label(),
+                inactive
+                    .as_ref()
+                    .map(|w| format!(", {w}"))
+                    .unwrap_or_default()
+            ),
+            Placed::Refused { reason, by } => format!(
+                "refused {}: {reason} (in {})",
+                path.display(),
+                declared
+                    .get(*by)
+                    .map_or(String::new(), |(p, _)| p.display().to_string())
+            ),
+        };
+        // A refusal that stands is said once, not at every change elsewhere in the folder.
+        if let Some(s) = seen.get_mut(path)
+            && (matches!(placed, Placed::Loaded { .. }) || s.said.as_deref() != Some(&said))
+        {
+            eprintln!("{said}");
+            s.said = Some(said);
         }
     }
 }

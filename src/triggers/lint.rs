@@ -101,6 +101,29 @@ pub fn lint(doc: &Value, spans: &SpanIndex) -> Vec<Diagnostic> {
             ),
         );
     }
+    if let Some(ts) = doc.pointer("/webhook/signature/timestamp") {
+        duration(
+            ts.get("tolerance"),
+            "/webhook/signature/timestamp/tolerance",
+            spans,
+            &mut out,
+        );
+        if doc
+            .pointer("/webhook/signature/type")
+            .and_then(Value::as_str)
+            == Some("shared-secret")
+        {
+            out.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    spans.key("/webhook/signature/timestamp"),
+                    "`timestamp` needs a signature over the request: `type: hmac-sha256`, not `shared-secret`",
+                )
+                .with_label("nothing signs the timestamp")
+                .with_help("drop `type: shared-secret` (hmac-sha256 is the default), or drop `timestamp`"),
+            );
+        }
+    }
     if let Some(schema) = doc.pointer("/webhook/schema")
         && let Err(e) = jsonschema::options()
             .should_validate_formats(false)

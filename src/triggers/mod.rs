@@ -4,6 +4,8 @@
 pub mod lint;
 pub mod model;
 pub mod runner;
+mod schedule;
+mod webhook;
 
 pub use model::{Trigger, is_trigger};
-pub use runner::Triggers;
+pub use runner::{Placed, Triggers};

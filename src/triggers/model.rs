@@ -8,6 +8,8 @@ pub struct Trigger {
     pub name: String,
     pub workflow: String,
     pub enabled: bool,
+    /// Secrets (names under `secrets.`) without which the trigger stays inactive.
+    pub requires: Vec<String>,
     /// Template mapping from the event to the workflow input.
     pub transform: Option<Value>,
     pub source: Source,
@@ -44,6 +46,16 @@ pub struct Signature {
     pub kind: Option<String>,
     pub header: Option<String>,
     pub secret: String,
+    /// Sign `{timestamp}.{body}` and refuse timestamps too far from now: bounds replays.
+    pub timestamp: Option<SignedTimestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SignedTimestamp {
+    /// Default `X-Signature-Timestamp`.
+    pub header: Option<String>,
+    /// A duration; default `5m`.
+    pub tolerance: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -93,6 +105,16 @@ impl Trigger {
             name: v.get("trigger")?.as_str()?.to_string(),
             workflow: v.get("workflow")?.as_str()?.to_string(),
             enabled: v.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+            requires: v
+                .pointer("/requires/secrets")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
             transform: v.get("transform").cloned(),
             source,
         })

@@ -1,27 +1,26 @@
-//! Running triggers: webhook requests in, schedules and polls on each tick. Every event
-//! becomes a run through the engine, with an idempotency key derived from the event, so a
-//! redelivered webhook, a schedule fired again after a crash, or an item seen twice starts
-//! one run.
+//! Running triggers: the loaded set, and the tick that fires schedules (`schedule.rs`) and
+//! polls (here). Webhook requests come in through `webhook.rs`. Every event becomes a run
+//! through the engine, with an idempotency key derived from the event, so a redelivered
+//! webhook, a schedule fired again after a crash, or an item seen twice starts one run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use serde_json::{Value, json};
-use sha2::Sha256;
 
-use super::model::{Poll, Schedule, Source, Trigger, Webhook};
-use crate::engine::{CreateRun, Engine, EngineError, violations};
+use super::model::{Poll, Source, Trigger};
+use crate::engine::{CreateRun, Engine, EngineError};
 use crate::store::RunRecord;
 use crate::template;
 
-/// A due time this late is "missed" (the server was down), not merely a slow tick.
-const GRACE: Duration = Duration::from_secs(60);
+/// Poll items skipped because the workflow refused them, remembered (newest last) so they
+/// are not tried again at every poll.
+const SKIPPED_KEPT: usize = 100;
 
 pub struct Triggers {
-    engine: Engine,
+    pub(super) engine: Engine,
     workspace_id: String,
     http: reqwest::Client,
     list: RwLock<Vec<Arc<Trigger>>>,
@@ -29,9 +28,24 @@ pub struct Triggers {
     busy: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-type Result<T> = std::result::Result<T, EngineError>;
+pub(super) type Result<T> = std::result::Result<T, EngineError>;
 
-fn add(t: Timestamp, d: Duration) -> Timestamp {
+/// What `replace_all` did with each trigger it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placed {
+    /// New or changed; `inactive` says why it does not fire, if it does not.
+    Loaded {
+        inactive: Option<String>,
+    },
+    Unchanged,
+    /// Its name or webhook endpoint was taken by the trigger at index `by`, given earlier.
+    Refused {
+        reason: String,
+        by: usize,
+    },
+}
+
+pub(super) fn add(t: Timestamp, d: Duration) -> Timestamp {
     jiff::SignedDuration::try_from(d)
         .ok()
         .and_then(|s| t.checked_add(s).ok())
@@ -56,27 +70,94 @@ impl Triggers {
     }
 
     /// Add or replace (by name) a trigger. A webhook endpoint another trigger already
-    /// serves is refused.
-    pub fn set(&self, t: Trigger) -> std::result::Result<(), String> {
+    /// serves is refused. `Some` says why the trigger is loaded but inactive.
+    pub fn set(&self, t: Trigger) -> std::result::Result<Option<String>, String> {
+        let (t, inactive) = self.admit(t);
         let mut list = self
             .list
             .write()
             .map_err(|_| "trigger list poisoned".to_string())?;
-        if let Source::Webhook(w) = &t.source
-            && let Some(other) = list.iter().find(|x| {
-                x.name != t.name
-                    && matches!(&x.source, Source::Webhook(o) if o.endpoint == w.endpoint)
-            })
+        if let Some(other) = list
+            .iter()
+            .find(|x| x.name != t.name && same_endpoint(x, &t))
         {
-            return Err(format!(
-                "webhook endpoint `{}` is already served by trigger `{}`",
-                w.endpoint, other.name
-            ));
+            return Err(endpoint_taken(&t, other));
         }
         list.retain(|x| x.name != t.name);
         list.push(Arc::new(t));
         list.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(())
+        Ok(inactive)
+    }
+
+    /// Make the loaded triggers exactly `want` (e.g. what a folder declares now), in one step:
+    /// a trigger not in `want` stops. Earlier entries take precedence: one whose name or
+    /// webhook endpoint an earlier one has is refused. Returns what became of each entry and
+    /// the names of the triggers stopped.
+    pub fn replace_all(&self, want: Vec<Trigger>) -> (Vec<Placed>, Vec<String>) {
+        let Ok(mut list) = self.list.write() else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut next: Vec<(usize, Arc<Trigger>)> = Vec::new();
+        let mut placed = Vec::new();
+        for (i, t) in want.into_iter().enumerate() {
+            let (t, inactive) = self.admit(t);
+            let taken = next.iter().find_map(|(j, x)| {
+                if x.name == t.name {
+                    Some((
+                        *j,
+                        format!("a trigger named `{}` is already loaded", t.name),
+                    ))
+                } else {
+                    same_endpoint(x, &t).then(|| (*j, endpoint_taken(&t, x)))
+                }
+            });
+            if let Some((by, reason)) = taken {
+                placed.push(Placed::Refused { reason, by });
+                continue;
+            }
+            placed.push(if list.iter().any(|x| **x == t) {
+                Placed::Unchanged
+            } else {
+                Placed::Loaded { inactive }
+            });
+            next.push((i, Arc::new(t)));
+        }
+        let stopped = list
+            .iter()
+            .filter(|x| !next.iter().any(|(_, n)| n.name == x.name))
+            .map(|x| x.name.clone())
+            .collect();
+        let mut next: Vec<Arc<Trigger>> = next.into_iter().map(|(_, t)| t).collect();
+        next.sort_by(|a, b| a.name.cmp(&b.name));
+        *list = next;
+        (placed, stopped)
+    }
+
+    /// A trigger whose required secrets the server lacks is kept, disabled: it would only
+    /// fail, or reach services nobody set up (the examples must not on a first run).
+    fn admit(&self, mut t: Trigger) -> (Trigger, Option<String>) {
+        let missing: Vec<&str> = t
+            .requires
+            .iter()
+            .filter(|n| self.secrets().get(n.as_str()).is_none_or(String::is_empty))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() || !t.enabled {
+            return (t, None);
+        }
+        let why = format!(
+            "inactive until the secret{} {} {} set ({})",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            missing
+                .iter()
+                .map(|n| format!("STEPWISE_SECRET_{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        t.enabled = false;
+        (t, Some(why))
     }
 
     pub fn remove(&self, name: &str) {
@@ -93,11 +174,11 @@ impl Triggers {
         self.list.read().map(|l| l.clone()).unwrap_or_default()
     }
 
-    fn secrets(&self) -> &HashMap<String, String> {
+    pub(super) fn secrets(&self) -> &HashMap<String, String> {
         &self.engine.config().secrets
     }
 
-    fn input(&self, t: &Trigger, event: &Value, default: Value) -> Result<Value> {
+    pub(super) fn input(&self, t: &Trigger, event: &Value, default: Value) -> Result<Value> {
         let Some(transform) = &t.transform else {
             return Ok(default);
         };
@@ -110,7 +191,7 @@ impl Triggers {
         })
     }
 
-    async fn start(
+    pub(super) async fn start(
         &self,
         t: &Trigger,
         input: Value,
@@ -126,131 +207,6 @@ impl Triggers {
                 trigger,
             })
             .await
-    }
-
-    // ----- webhooks -------------------------------------------------------------------------
-
-    /// Handle `POST /v1/webhooks/{endpoint}`. `headers` are lowercase names.
-    pub async fn webhook(
-        &self,
-        endpoint: &str,
-        headers: &HashMap<String, String>,
-        body: &[u8],
-    ) -> Result<(RunRecord, bool)> {
-        let t = self
-            .list()
-            .into_iter()
-            .find(|t| {
-                t.enabled && matches!(&t.source, Source::Webhook(w) if w.endpoint == endpoint)
-            })
-            .ok_or_else(|| EngineError::NotFound(format!("no webhook `{endpoint}`")))?;
-        let Source::Webhook(w) = &t.source else {
-            return Err(EngineError::NotFound(format!("no webhook `{endpoint}`")));
-        };
-        self.verify(w, headers, body)?;
-        let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
-            json!({})
-        } else {
-            serde_json::from_slice(body).map_err(|e| {
-                EngineError::validation(
-                    format!("the body is not JSON: {e}"),
-                    json!({"line": e.line(), "column": e.column()}),
-                )
-            })?
-        };
-        if let Some(schema) = &w.schema {
-            let v = jsonschema::options().build(schema).map_err(|e| {
-                EngineError::Internal(format!("webhook `{endpoint}` has an invalid schema: {e}"))
-            })?;
-            let problems = violations(&v, &payload);
-            if !problems.is_empty() {
-                return Err(EngineError::validation(
-                    format!("the body does not match the schema of webhook `{endpoint}`"),
-                    json!({"field": "body", "problems": problems}),
-                ));
-            }
-        }
-        let delivery = match &w.idempotency {
-            Some(i) => match (&i.header, &i.field) {
-                (Some(h), _) => headers.get(&h.to_ascii_lowercase()).cloned(),
-                (None, Some(f)) => payload.pointer(f).map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                }),
-                _ => None,
-            },
-            None => None,
-        };
-        let now = self.engine.clock().now();
-        let safe_headers: serde_json::Map<String, Value> = headers
-            .iter()
-            .filter(|(k, _)| {
-                !matches!(k.as_str(), "authorization" | "cookie" | "x-api-key")
-                    && !w.signature.as_ref().is_some_and(|s| {
-                        s.header
-                            .as_deref()
-                            .unwrap_or("x-signature")
-                            .eq_ignore_ascii_case(k)
-                    })
-            })
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        let event = json!({"kind": "webhook", "body": payload, "headers": safe_headers, "receivedAt": now.to_string()});
-        let input = self.input(&t, &event, payload.clone())?;
-        let context = json!({"kind": "webhook", "name": t.name, "label": t.label(), "event": event, "deliveryId": delivery});
-        self.start(
-            &t,
-            input,
-            delivery.map(|d| format!("webhook:{}:{d}", t.name)),
-            context,
-        )
-        .await
-    }
-
-    fn verify(&self, w: &Webhook, headers: &HashMap<String, String>, body: &[u8]) -> Result<()> {
-        let Some(sig) = &w.signature else {
-            return Ok(());
-        };
-        let ctx = template::context(&json!({"secrets": self.secrets()}));
-        let secret = match template::render_string(&sig.secret, &ctx, "/webhook/signature/secret") {
-            Ok(Value::String(s)) if !s.is_empty() => s,
-            _ => {
-                return Err(EngineError::Internal(format!(
-                    "the signature secret of webhook `{}` is not set",
-                    w.endpoint
-                )));
-            }
-        };
-        let header = sig.header.as_deref().unwrap_or("X-Signature");
-        let presented = headers.get(&header.to_ascii_lowercase()).ok_or_else(|| {
-            EngineError::Unauthorized(format!("missing signature header {header}"))
-        })?;
-        let ok = match sig.kind.as_deref().unwrap_or("hmac-sha256") {
-            "shared-secret" => constant_time_eq(presented.trim().as_bytes(), secret.as_bytes()),
-            _ => {
-                let hex = presented
-                    .trim()
-                    .strip_prefix("sha256=")
-                    .unwrap_or(presented.trim());
-                match (
-                    decode_hex(hex),
-                    Hmac::<Sha256>::new_from_slice(secret.as_bytes()),
-                ) {
-                    (Some(bytes), Ok(mut mac)) => {
-                        mac.update(body);
-                        mac.verify_slice(&bytes).is_ok()
-                    }
-                    _ => false,
-                }
-            }
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(EngineError::Unauthorized(format!(
-                "the {header} signature does not match"
-            )))
-        }
     }
 
     // ----- schedules and polls --------------------------------------------------------------
@@ -295,7 +251,7 @@ impl Triggers {
         failed
     }
 
-    async fn state(&self, name: &str) -> Result<Value> {
+    pub(super) async fn state(&self, name: &str) -> Result<Value> {
         let store = self.engine.store().clone();
         let (ws, n) = (self.workspace_id.clone(), name.to_string());
         Ok(
@@ -305,72 +261,11 @@ impl Triggers {
         )
     }
 
-    async fn save(&self, name: &str, state: Value) -> Result<()> {
+    pub(super) async fn save(&self, name: &str, state: Value) -> Result<()> {
         let store = self.engine.store().clone();
         let (ws, n) = (self.workspace_id.clone(), name.to_string());
         crate::engine::blocking(move || store.put_trigger_state(&ws, &n, &state)).await??;
         Ok(())
-    }
-
-    async fn schedule(&self, t: &Trigger, s: &Schedule) -> Result<()> {
-        let now = self.engine.clock().now();
-        let state = self.state(&t.name).await?;
-        let next_due = state
-            .get("nextDue")
-            .and_then(Value::as_str)
-            .and_then(|d| d.parse::<Timestamp>().ok());
-        let Some(first) = next_due else {
-            // First sight of this schedule: it starts at its next due time, not in the past.
-            let next = next_after(s, now).ok_or_else(|| {
-                EngineError::Internal(format!("schedule `{}` has no next time", t.name))
-            })?;
-            return self
-                .save(&t.name, json!({"nextDue": next.to_string()}))
-                .await;
-        };
-        if first > now {
-            return Ok(());
-        }
-        let mut dues = vec![first];
-        while let Some(n) = next_after(s, *dues.last().unwrap_or(&first)) {
-            if n > now || dues.len() >= 10_000 {
-                break;
-            }
-            dues.push(n);
-        }
-        let latest = *dues.last().unwrap_or(&first);
-        let on_time =
-            now.duration_since(latest) <= jiff::SignedDuration::try_from(GRACE).unwrap_or_default();
-        let run_once = s.missed.as_deref() == Some("run_once");
-        let fire: Vec<Timestamp> = if on_time || run_once {
-            vec![latest]
-        } else {
-            Vec::new()
-        };
-        let missed = dues.len() - fire.len();
-        for due in fire {
-            let event = json!({"kind": "schedule", "scheduledAt": due.to_string(), "firedAt": now.to_string()});
-            let input = self.input(t, &event, json!({"scheduledAt": due.to_string()}))?;
-            let context = json!({"kind": "schedule", "name": t.name, "label": t.label(), "scheduledAt": due.to_string(), "event": event});
-            self.start(
-                t,
-                input,
-                Some(format!("schedule:{}:{}", t.name, due)),
-                context,
-            )
-            .await?;
-        }
-        if missed > 0 {
-            tracing::info!(trigger = %t.name, "{missed} firing(s) missed while the server was down were skipped");
-        }
-        let next = next_after(s, latest).ok_or_else(|| {
-            EngineError::Internal(format!("schedule `{}` has no next time", t.name))
-        })?;
-        self.save(
-            &t.name,
-            json!({"nextDue": next.to_string(), "lastDue": latest.to_string(), "missed": missed}),
-        )
-        .await
     }
 
     async fn poll(&self, t: &Trigger, p: &Poll) -> Result<()> {
@@ -387,17 +282,67 @@ impl Triggers {
         let interval = crate::duration::parse(&p.interval).unwrap_or(Duration::from_secs(60));
         let cursor = state.get("cursor").cloned().unwrap_or(Value::Null);
         let mut next_state = json!({"cursor": cursor, "nextPoll": add(now, interval).to_string(), "lastPolledAt": now.to_string()});
-        match self.poll_once(t, p, &cursor, now).await {
-            Ok((new_cursor, started)) => {
-                next_state["cursor"] = new_cursor;
-                next_state["lastStarted"] = json!(started);
+        let mut skipped: Vec<Value> = state
+            .get("skipped")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let known: HashSet<String> = skipped
+            .iter()
+            .filter_map(|s| s.get("key").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        match self.poll_once(t, p, &cursor, now, &known).await {
+            Ok(polled) => {
+                next_state["cursor"] = polled.cursor;
+                next_state["lastStarted"] = json!(polled.started);
+                if let Some((key, e)) = polled.skipped.first() {
+                    let more = polled.skipped.len() - 1;
+                    let text = format!(
+                        "item `{key}` was skipped: {}{}",
+                        last_error_text(e),
+                        if more > 0 {
+                            format!(" (and {more} more, see `skipped`)")
+                        } else {
+                            String::new()
+                        }
+                    );
+                    tracing::warn!(trigger = %t.name, "{text}");
+                    next_state["lastError"] = json!(text);
+                }
+                skipped.extend(polled.skipped.iter().map(|(key, e)| {
+                    json!({"key": key, "error": last_error_text(e), "at": now.to_string()})
+                }));
             }
             Err(e) => {
                 tracing::warn!(trigger = %t.name, "poll failed: {e}");
-                next_state["lastError"] = json!(e.to_string());
+                next_state["lastError"] = json!(last_error_text(&e));
             }
         }
+        if !skipped.is_empty() {
+            skipped.drain(..skipped.len().saturating_sub(SKIPPED_KEPT));
+            next_state["skipped"] = Value::Array(skipped);
+        }
         self.save(&t.name, next_state).await
+    }
+
+    /// Start the run for one poll item. A `Validation` error is the item's own fault (its
+    /// transform fails, or the workflow's input schema refuses it).
+    async fn poll_item(
+        &self,
+        t: &Trigger,
+        item: &Value,
+        key: &str,
+        cursor: &Value,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let event =
+            json!({"kind": "poll", "item": item, "cursor": cursor, "polledAt": now.to_string()});
+        let input = self.input(t, &event, item.clone())?;
+        let context = json!({"kind": "poll", "name": t.name, "label": t.label(), "itemKey": key, "event": event});
+        let (_, created) = self
+            .start(t, input, Some(format!("poll:{}:{key}", t.name)), context)
+            .await?;
+        Ok(created)
     }
 
     async fn poll_once(
@@ -406,7 +351,8 @@ impl Triggers {
         p: &Poll,
         cursor: &Value,
         now: Timestamp,
-    ) -> Result<(Value, usize)> {
+        known_bad: &HashSet<String>,
+    ) -> Result<Polled> {
         let ctx = template::context(&json!({"cursor": cursor, "secrets": self.secrets()}));
         let url = match template::render_string(&p.url, &ctx, "/poll/url") {
             Ok(Value::String(s)) => s,
@@ -455,6 +401,7 @@ impl Triggers {
             )));
         };
         let mut started = 0;
+        let mut skipped = Vec::new();
         for item in &items {
             let key = match template::render_string(
                 &p.key,
@@ -468,13 +415,16 @@ impl Triggers {
                 }
                 Ok(other) => other.to_string(),
             };
-            let event = json!({"kind": "poll", "item": item, "cursor": cursor, "polledAt": now.to_string()});
-            let input = self.input(t, &event, item.clone())?;
-            let context = json!({"kind": "poll", "name": t.name, "label": t.label(), "itemKey": key, "event": event});
-            let (_, created) = self
-                .start(t, input, Some(format!("poll:{}:{key}", t.name)), context)
-                .await?;
-            started += usize::from(created);
+            if known_bad.contains(&key) {
+                continue;
+            }
+            // One refused item must not hold back the others, nor, by failing the poll and
+            // keeping the cursor, every later poll: it is skipped, and remembered.
+            match self.poll_item(t, item, &key, cursor, now).await {
+                Ok(created) => started += usize::from(created),
+                Err(e @ EngineError::Validation { .. }) => skipped.push((key, e)),
+                Err(e) => return Err(e),
+            }
         }
         let new_cursor = match &p.cursor {
             Some(tpl) => template::render_string(
@@ -487,77 +437,63 @@ impl Triggers {
             .map_err(|e| EngineError::Internal(e.to_string()))?,
             None => cursor.clone(),
         };
-        Ok((new_cursor, started))
+        Ok(Polled {
+            cursor: new_cursor,
+            started,
+            skipped,
+        })
     }
 }
 
-/// The first due time strictly after `t`.
-pub fn next_after(s: &Schedule, t: Timestamp) -> Option<Timestamp> {
-    if let Some(every) = &s.every {
-        let d = crate::duration::parse(every).ok()?;
-        if d.is_zero() {
-            return None;
-        }
-        return Some(add(t, d));
-    }
-    let cron: croner::Cron = s.cron.as_deref()?.parse().ok()?;
-    let tz = match s.timezone.as_deref() {
-        Some(name) => jiff::tz::TimeZone::get(name).ok()?,
-        None => jiff::tz::TimeZone::UTC,
+/// What one poll did.
+struct Polled {
+    cursor: Value,
+    started: usize,
+    /// Items the workflow refused, by key.
+    skipped: Vec<(String, EngineError)>,
+}
+
+/// The text a trigger's state keeps for an error (`lastError`, `skipped[].error`): the one
+/// place that turns errors into stored, listed text. A refused input says which fields.
+pub fn last_error_text(e: &EngineError) -> String {
+    let problems: Vec<String> = match e {
+        EngineError::Validation { details, .. } => details
+            .get("problems")
+            .and_then(Value::as_array)
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| {
+                        let at = p.get("path").and_then(Value::as_str).unwrap_or_default();
+                        let msg = p.get("message").and_then(Value::as_str).unwrap_or_default();
+                        if at.is_empty() {
+                            msg.to_string()
+                        } else {
+                            format!("{at}: {msg}")
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
     };
-    let zoned = t.to_zoned(tz);
-    cron.find_next_occurrence(&zoned, false)
-        .ok()
-        .map(|z| z.timestamp())
+    if problems.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e}: {}", problems.join("; "))
+    }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn same_endpoint(a: &Trigger, b: &Trigger) -> bool {
+    matches!((&a.source, &b.source), (Source::Webhook(x), Source::Webhook(y)) if x.endpoint == y.endpoint)
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cron_in_a_time_zone() {
-        let s = Schedule {
-            cron: Some("0 9 * * MON".into()),
-            timezone: Some("Europe/Berlin".into()),
-            every: None,
-            missed: None,
-        };
-        let t: Timestamp = "2026-11-22T12:00:00Z".parse().unwrap(); // a Sunday
-        assert_eq!(
-            next_after(&s, t).unwrap().to_string(),
-            "2026-11-23T08:00:00Z"
-        );
-        let e = Schedule {
-            cron: None,
-            timezone: None,
-            every: Some("15m".into()),
-            missed: None,
-        };
-        assert_eq!(
-            next_after(&e, t).unwrap().to_string(),
-            "2026-11-22T12:15:00Z"
-        );
-    }
-
-    #[test]
-    fn hex_and_comparison() {
-        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
-        assert_eq!(decode_hex("0g"), None);
-        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
-    }
+fn endpoint_taken(t: &Trigger, by: &Trigger) -> String {
+    let endpoint = match &t.source {
+        Source::Webhook(w) => w.endpoint.as_str(),
+        _ => "",
+    };
+    format!(
+        "webhook endpoint `{endpoint}` is already served by trigger `{}`",
+        by.name
+    )
 }

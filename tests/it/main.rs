@@ -13,5 +13,6 @@ mod hardening;
 mod lint_corpus;
 mod serve;
 mod server;
+mod trigger_faults;
 mod triggers;
 mod util;

@@ -28,16 +28,28 @@ impl Drop for Server {
 }
 
 fn serve(dir: &std::path::Path, extra: &[&str]) -> Server {
+    serve_env(dir, extra, &[])
+}
+
+/// `serve` with extra environment variables, and without any `STEPWISE_SECRET_*` or proxy
+/// settings of the environment the tests run in.
+fn serve_env(dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_stepwise"))
-        .args(["serve", "--addr", &addr, "--db"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.args(["serve", "--addr", &addr, "--db"])
         .arg(dir.join("server.db"))
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        let upper = k.to_ascii_uppercase();
+        if upper.starts_with("STEPWISE_SECRET_") || upper.ends_with("_PROXY") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.envs(envs.iter().copied());
+    let child = cmd.spawn().unwrap();
     let url = format!("http://{addr}");
     let started = Instant::now();
     while std::net::TcpStream::connect(&addr).is_err() {
@@ -263,4 +275,153 @@ fn serve_loads_definitions_refuses_insecure_on_public_addresses_and_stops_on_sig
     std::io::Read::read_to_string(server.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("refused"), "{stderr}");
     assert!(stderr.contains("WARNING"), "{stderr}");
+}
+
+/// A GET over plain HTTP/1.0 (the server is on loopback); the body as JSON.
+fn get_json(base: &str, path: &str) -> Value {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
+        return Value::Null;
+    };
+    let _ = write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut text = String::new();
+    let _ = conn.read_to_string(&mut text);
+    text.split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn trigger_names(server: &Server) -> Vec<String> {
+    get_json(&server.url, "/v1/triggers")["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Wait (up to 10 s) until the server lists exactly these triggers.
+fn wait_for_triggers(server: &Server, want: &[&str], why: &str) {
+    let started = Instant::now();
+    loop {
+        let names = trigger_names(server);
+        if names == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{why}: the server lists {names:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn webhook_file(name: &str, endpoint: &str) -> String {
+    format!("trigger: {name}\nworkflow: echo\nwebhook: {{endpoint: {endpoint}}}\n")
+}
+
+#[test]
+fn the_loaded_triggers_are_what_the_folder_declares_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("echo.yaml"),
+        "id: echo\nsteps:\n  - {id: e, type: action, uses: transform, with: {value: 1}}\n",
+    )
+    .unwrap();
+    std::fs::write(defs.join("a.yaml"), webhook_file("first", "one")).unwrap();
+    let server = serve(
+        dir.path(),
+        &[
+            "--insecure-no-auth",
+            "--definitions",
+            defs.to_str().unwrap(),
+        ],
+    );
+    wait_for_triggers(&server, &["first"], "at start");
+
+    // The file now names its trigger differently (same endpoint): the old one goes.
+    std::fs::write(defs.join("a.yaml"), webhook_file("second", "one")).unwrap();
+    wait_for_triggers(&server, &["second"], "after renaming the trigger");
+
+    // Renamed file, edited trigger.
+    std::fs::rename(defs.join("a.yaml"), defs.join("b.yaml")).unwrap();
+    std::fs::write(defs.join("b.yaml"), webhook_file("third", "three")).unwrap();
+    wait_for_triggers(&server, &["third"], "after renaming the file");
+
+    // Two files declare `third`: removing one leaves the other's.
+    std::fs::write(defs.join("c.yaml"), webhook_file("third", "three")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::remove_file(defs.join("b.yaml")).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    wait_for_triggers(&server, &["third"], "while c.yaml still declares it");
+
+    // A trigger file that becomes a workflow stops being a trigger.
+    std::fs::write(
+        defs.join("c.yaml"),
+        "id: other\nsteps:\n  - {id: e, type: action, uses: transform, with: {value: 1}}\n",
+    )
+    .unwrap();
+    wait_for_triggers(&server, &[], "after c.yaml became a workflow");
+}
+
+#[test]
+fn the_examples_started_by_default_stay_on_the_machine() {
+    // Every outside request goes through this "proxy", which only counts connections.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let connections = connections.clone();
+        std::thread::spawn(move || {
+            for conn in proxy.incoming() {
+                connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let examples = repo().join("examples");
+    let server = serve_env(
+        dir.path(),
+        &[
+            "--insecure-no-auth",
+            "--definitions",
+            examples.to_str().unwrap(),
+        ],
+        &[
+            ("HTTPS_PROXY", &proxy_url),
+            ("HTTP_PROXY", &proxy_url),
+            ("ALL_PROXY", &proxy_url),
+        ],
+    );
+    let started = Instant::now();
+    let triggers = loop {
+        let list = get_json(&server.url, "/v1/triggers");
+        if list["data"].as_array().is_some_and(|a| a.len() >= 4) {
+            break list["data"].as_array().cloned().unwrap_or_default();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the example triggers were not loaded: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Triggers are checked every second; a poll fires as soon as it is seen.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "an example trigger reached out of the machine"
+    );
+    for t in &triggers {
+        assert!(
+            t["kind"] == "webhook" || t["enabled"] == false,
+            "{t} would fire on its own"
+        );
+    }
 }

@@ -19,7 +19,7 @@ use crate::api::add_key;
 use crate::engine::config;
 use crate::server::TestServer;
 
-const TARGET: &str = r#"
+pub const TARGET: &str = r#"
 id: target
 input:
   type: object
@@ -34,26 +34,26 @@ steps:
     with: {value: "{{ input }}"}
 "#;
 
-fn trigger(yaml: &str) -> Trigger {
+pub fn trigger(yaml: &str) -> Trigger {
     let l = stepwise::validate::lint(&SourceFile::new("t.yaml", yaml));
     l.trigger.unwrap_or_else(|| panic!("{:#?}", l.diagnostics))
 }
 
-struct Setup {
+pub struct Setup {
     _dir: tempfile::TempDir,
-    db: std::path::PathBuf,
-    clock: ManualClock,
-    engine: Engine,
-    triggers: Arc<Triggers>,
-    server: TestServer,
+    pub db: std::path::PathBuf,
+    pub clock: ManualClock,
+    pub engine: Engine,
+    pub triggers: Arc<Triggers>,
+    pub server: TestServer,
 }
 
-fn start_engine(db: &std::path::Path, clock: &ManualClock, cfg: EngineConfig) -> Engine {
+pub fn start_engine(db: &std::path::Path, clock: &ManualClock, cfg: EngineConfig) -> Engine {
     let store = SqliteStore::open(db, Synchronous::Full).unwrap();
     Engine::start(Arc::new(store), Arc::new(clock.clone()), cfg).unwrap()
 }
 
-async fn setup() -> Setup {
+pub async fn setup() -> Setup {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
@@ -78,16 +78,16 @@ async fn setup() -> Setup {
     }
 }
 
-fn add(t: &Triggers, yaml: &str) {
+pub fn add(t: &Triggers, yaml: &str) {
     t.set(trigger(yaml)).unwrap();
 }
 
-async fn tick(t: &Arc<Triggers>) {
+pub async fn tick(t: &Arc<Triggers>) {
     let failed = t.tick().await;
     assert!(failed.is_empty(), "{failed:?}");
 }
 
-fn runs(engine: &Engine) -> Vec<stepwise::store::RunRecord> {
+pub fn runs(engine: &Engine) -> Vec<stepwise::store::RunRecord> {
     engine
         .store()
         .list_runs(&RunQuery {
@@ -100,7 +100,7 @@ fn runs(engine: &Engine) -> Vec<stepwise::store::RunRecord> {
         .0
 }
 
-fn sign(secret: &str, body: &[u8]) -> String {
+pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     let bytes = mac.finalize().into_bytes();

@@ -1,0 +1,229 @@
+//! Webhooks: a request to `POST /v1/webhooks/{endpoint}` is checked (signature, timestamp,
+//! body schema) and becomes a run, keyed by the delivery id when the trigger names one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use super::model::{Signature, Source, Webhook};
+use super::runner::{Result, Triggers};
+use crate::engine::{EngineError, violations};
+use crate::store::RunRecord;
+use crate::template;
+
+const SIGNATURE_HEADER: &str = "X-Signature";
+const TIMESTAMP_HEADER: &str = "X-Signature-Timestamp";
+const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+impl Triggers {
+    /// Handle `POST /v1/webhooks/{endpoint}`. `headers` are lowercase names.
+    pub async fn webhook(
+        &self,
+        endpoint: &str,
+        headers: &HashMap<String, String>,
+        body: &[u8],
+    ) -> Result<(RunRecord, bool)> {
+        let t = self
+            .list()
+            .into_iter()
+            .find(|t| {
+                t.enabled && matches!(&t.source, Source::Webhook(w) if w.endpoint == endpoint)
+            })
+            .ok_or_else(|| EngineError::NotFound(format!("no webhook `{endpoint}`")))?;
+        let Source::Webhook(w) = &t.source else {
+            return Err(EngineError::NotFound(format!("no webhook `{endpoint}`")));
+        };
+        self.verify(w, headers, body)?;
+        let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                EngineError::validation(
+                    format!("the body is not JSON: {e}"),
+                    json!({"line": e.line(), "column": e.column()}),
+                )
+            })?
+        };
+        if let Some(schema) = &w.schema {
+            let v = jsonschema::options().build(schema).map_err(|e| {
+                EngineError::Internal(format!("webhook `{endpoint}` has an invalid schema: {e}"))
+            })?;
+            let problems = violations(&v, &payload);
+            if !problems.is_empty() {
+                return Err(EngineError::validation(
+                    format!("the body does not match the schema of webhook `{endpoint}`"),
+                    json!({"field": "body", "problems": problems}),
+                ));
+            }
+        }
+        let delivery = match &w.idempotency {
+            Some(i) => match (&i.header, &i.field) {
+                (Some(h), _) => headers.get(&h.to_ascii_lowercase()).cloned(),
+                (None, Some(f)) => payload.pointer(f).map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }),
+                _ => None,
+            },
+            None => None,
+        };
+        let now = self.engine.clock().now();
+        let safe_headers: serde_json::Map<String, Value> = headers
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(k.as_str(), "authorization" | "cookie" | "x-api-key")
+                    && !w.signature.as_ref().is_some_and(|s| {
+                        s.header
+                            .as_deref()
+                            .unwrap_or(SIGNATURE_HEADER)
+                            .eq_ignore_ascii_case(k)
+                    })
+            })
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let event = json!({"kind": "webhook", "body": payload, "headers": safe_headers, "receivedAt": now.to_string()});
+        let input = self.input(&t, &event, payload.clone())?;
+        let context = json!({"kind": "webhook", "name": t.name, "label": t.label(), "event": event, "deliveryId": delivery});
+        self.start(
+            &t,
+            input,
+            delivery.map(|d| format!("webhook:{}:{d}", t.name)),
+            context,
+        )
+        .await
+    }
+
+    fn verify(&self, w: &Webhook, headers: &HashMap<String, String>, body: &[u8]) -> Result<()> {
+        let Some(sig) = &w.signature else {
+            return Ok(());
+        };
+        let ctx = template::context(&json!({"secrets": self.secrets()}));
+        let secret = match template::render_string(&sig.secret, &ctx, "/webhook/signature/secret") {
+            Ok(Value::String(s)) if !s.is_empty() => s,
+            _ => {
+                return Err(EngineError::Internal(format!(
+                    "the signature secret of webhook `{}` is not set",
+                    w.endpoint
+                )));
+            }
+        };
+        let header = sig.header.as_deref().unwrap_or(SIGNATURE_HEADER);
+        let presented = headers.get(&header.to_ascii_lowercase()).ok_or_else(|| {
+            EngineError::Unauthorized(format!("missing signature header {header}"))
+        })?;
+        let ok = match sig.kind.as_deref().unwrap_or("hmac-sha256") {
+            "shared-secret" => constant_time_eq(presented.trim().as_bytes(), secret.as_bytes()),
+            _ => {
+                let timestamp = signed_timestamp(sig, headers)?;
+                let hex = presented
+                    .trim()
+                    .strip_prefix("sha256=")
+                    .unwrap_or(presented.trim());
+                let ok = match (
+                    decode_hex(hex),
+                    Hmac::<Sha256>::new_from_slice(secret.as_bytes()),
+                ) {
+                    (Some(bytes), Ok(mut mac)) => {
+                        if let Some(ts) = &timestamp {
+                            mac.update(ts.raw.as_bytes());
+                            mac.update(b".");
+                        }
+                        mac.update(body);
+                        mac.verify_slice(&bytes).is_ok()
+                    }
+                    _ => false,
+                };
+                // Only a genuine signature learns about the clock.
+                if ok && let Some(ts) = timestamp {
+                    self.within_tolerance(sig, &ts)?;
+                }
+                ok
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(EngineError::Unauthorized(format!(
+                "the {header} signature does not match"
+            )))
+        }
+    }
+
+    /// A signed timestamp farther than the tolerance from the engine's clock (either way)
+    /// is a replayed or badly delayed delivery.
+    fn within_tolerance(&self, sig: &Signature, ts: &Stamp) -> Result<()> {
+        let tolerance = match sig.timestamp.as_ref().and_then(|t| t.tolerance.as_deref()) {
+            None => DEFAULT_TOLERANCE,
+            Some(d) => crate::duration::parse(d).map_err(|e| {
+                EngineError::Internal(format!("signature.timestamp.tolerance: {e}"))
+            })?,
+        };
+        let now = self.engine.clock().now().as_second();
+        if now.abs_diff(ts.seconds) > tolerance.as_secs() {
+            return Err(EngineError::Unauthorized(format!(
+                "the {} timestamp {} is outside the tolerance of {}s around the server's time {now}",
+                ts.header,
+                ts.seconds,
+                tolerance.as_secs()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The timestamp a signature with `timestamp` covers.
+struct Stamp {
+    header: String,
+    /// Exactly as sent: the sender signed these characters.
+    raw: String,
+    seconds: i64,
+}
+
+/// The signed timestamp of a request, `None` when the signature has no `timestamp`.
+fn signed_timestamp(sig: &Signature, headers: &HashMap<String, String>) -> Result<Option<Stamp>> {
+    let Some(t) = &sig.timestamp else {
+        return Ok(None);
+    };
+    let header = t.header.as_deref().unwrap_or(TIMESTAMP_HEADER);
+    let value = headers.get(&header.to_ascii_lowercase()).ok_or_else(|| {
+        EngineError::Unauthorized(format!("missing signature timestamp header {header}"))
+    })?;
+    let raw = value.trim();
+    let seconds = raw.parse::<i64>().map_err(|_| {
+        EngineError::Unauthorized(format!("the {header} header is not a unix time in seconds"))
+    })?;
+    Ok(Some(Stamp {
+        header: header.to_string(),
+        raw: raw.to_string(),
+        seconds,
+    }))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_comparison() {
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0g"), None);
+        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
+    }
+}
