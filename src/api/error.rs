@@ -18,6 +18,8 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     Conflict(String),
+    /// A hook whose step no longer waits for it.
+    Gone(String),
     TooLarge(String),
     UnsupportedMediaType(String),
     MethodNotAllowed,
@@ -44,6 +46,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -59,6 +62,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "FORBIDDEN",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
+            ApiError::Gone(_) => "GONE",
             ApiError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -74,6 +78,7 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
+            | ApiError::Gone(m)
             | ApiError::TooLarge(m)
             | ApiError::UnsupportedMediaType(m)
             | ApiError::Unavailable(m) => m.clone(),
@@ -109,6 +114,7 @@ impl From<EngineError> for ApiError {
                 ApiError::Validation { message, details }
             }
             EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::Gone(m) => ApiError::Gone(m),
             EngineError::Unauthorized(m) => ApiError::Auth(m),
             EngineError::Unavailable(m) => ApiError::Unavailable(m),
             EngineError::ShuttingDown => {

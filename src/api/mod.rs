@@ -262,7 +262,13 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                 auth: false,
                 query: &[],
                 body: Some("json"),
-                responses: &[(202, "Accepted", "HookAccepted"), E400, E404, E409],
+                responses: &[
+                    (202, "Accepted", "HookAccepted"),
+                    E400,
+                    E404,
+                    (409, "The hook was already used", ""),
+                    (410, "The hook expired: its step no longer waits", ""),
+                ],
             },
             post(hooks::resume_post),
         ),
@@ -285,6 +291,7 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                     ),
                     (404, "Unknown token", "html"),
                     (409, "Already used", "html"),
+                    (410, "Expired", "html"),
                 ],
             },
             get(hooks::resume_get),
@@ -403,7 +410,11 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                 body: None,
                 responses: &[
                     (200, "Healthy", "health"),
-                    (503, "The store cannot be read", ""),
+                    (
+                        503,
+                        "The store cannot be read, or refuses commits (changes answer 503 until it recovers)",
+                        "",
+                    ),
                 ],
             },
             get(healthz),
@@ -429,7 +440,10 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
     match tokio::task::spawn_blocking(move || store.run("wfrun_00000000000000000000000000000000"))
         .await
     {
-        Ok(Ok(_)) => axum::Json(json!({"status": "ok"})).into_response(),
+        Ok(Ok(_)) => match state.engine.store_error() {
+            None => axum::Json(json!({"status": "ok"})).into_response(),
+            Some(e) => ApiError::Unavailable(format!("{e}; reads still work")).into_response(),
+        },
         _ => ApiError::Unavailable("the store cannot be read".into()).into_response(),
     }
 }

@@ -24,7 +24,7 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 /// Idempotency keys starting with these belong to triggers (`webhook:<trigger>:<delivery>`,
 /// `schedule:<trigger>:<due>`, `poll:<trigger>:<item>`, made in `src/triggers/runner.rs`).
 /// A client may not use them: a key taken first would make the trigger's event start no run.
-pub const RESERVED_KEY_PREFIXES: [&str; 3] = ["webhook:", "schedule:", "poll:"];
+pub use crate::triggers::RESERVED_KEY_PREFIXES;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -81,6 +81,10 @@ pub fn serve(args: &ServeArgs) -> Outcome {
             }
         };
         let addr = listener.local_addr().unwrap_or(args.addr);
+        // CLI commands on this database find the server here and send it their changes.
+        if let Err(e) = super::local::advertise(&args.db.db, addr) {
+            eprintln!("warning: CLI commands will not find this server: {e}");
+        }
         if args.insecure_no_auth {
             eprintln!(
                 "WARNING: --insecure-no-auth: anyone who can reach {addr} can start, resume and cancel runs. Never use this outside local development."

@@ -16,6 +16,9 @@ pub enum EngineError {
     /// 409: the run is not in a state that allows this.
     #[error("{0}")]
     Conflict(String),
+    /// 410: a hook whose step no longer waits for it (the run ended, or the wait timed out).
+    #[error("{0}")]
+    Gone(String),
     /// 401: a webhook signature or credential does not match.
     #[error("{0}")]
     Unauthorized(String),

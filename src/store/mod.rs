@@ -353,7 +353,6 @@ pub trait Store: Send + Sync + 'static {
     /// Delete up to `limit` runs that finished (COMPLETED, FAILED, CANCELLED) before
     /// `before`, with their steps, events, signals, hooks and timers. Returns how many.
     fn delete_finished_before(&self, before: Timestamp, limit: usize) -> Result<usize>;
-    fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
     fn hooks_for_run(&self, run_id: &str) -> Result<Vec<HookRecord>>;
 
     // API key administration: names, listing, revocation.

@@ -897,24 +897,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT hash, workspace_id, prefix, created_at FROM api_keys WHERE hash = ?1",
-                params![hash],
-                |r| {
-                    Ok(ApiKeyRecord {
-                        hash: r.get(0)?,
-                        workspace_id: r.get(1)?,
-                        prefix: r.get(2)?,
-                        created_at: ts(r.get(3)?),
-                    })
-                },
-            )
-            .optional()
-        })
-    }
-
     fn hooks_for_run(&self, run_id: &str) -> Result<Vec<HookRecord>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(

@@ -10,6 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use super::KEY_PREFIX_POLL;
 use super::model::{Poll, Source, Trigger};
 use crate::engine::{CreateRun, Engine, EngineError};
 use crate::store::RunRecord;
@@ -244,7 +245,7 @@ impl Triggers {
         let mut failed = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             if let Ok(Err((name, e))) = joined {
-                tracing::warn!(trigger = %name, "trigger failed: {e}");
+                tracing::warn!(trigger = %name, "trigger failed: {}", self.engine.secrets().redact_str(&e.to_string()));
                 failed.push((name, e));
             }
         }
@@ -261,7 +262,9 @@ impl Triggers {
         )
     }
 
+    /// Store a trigger's state; its errors may quote URLs and bodies, so secrets go first.
     pub(super) async fn save(&self, name: &str, state: Value) -> Result<()> {
+        let state = self.engine.secrets().redact(&state);
         let store = self.engine.store().clone();
         let (ws, n) = (self.workspace_id.clone(), name.to_string());
         crate::engine::blocking(move || store.put_trigger_state(&ws, &n, &state)).await??;
@@ -306,7 +309,7 @@ impl Triggers {
                             String::new()
                         }
                     );
-                    tracing::warn!(trigger = %t.name, "{text}");
+                    tracing::warn!(trigger = %t.name, "{}", self.engine.secrets().redact_str(&text));
                     next_state["lastError"] = json!(text);
                 }
                 skipped.extend(polled.skipped.iter().map(|(key, e)| {
@@ -314,7 +317,7 @@ impl Triggers {
                 }));
             }
             Err(e) => {
-                tracing::warn!(trigger = %t.name, "poll failed: {e}");
+                tracing::warn!(trigger = %t.name, "poll failed: {}", self.engine.secrets().redact_str(&e.to_string()));
                 next_state["lastError"] = json!(last_error_text(&e));
             }
         }
@@ -340,7 +343,12 @@ impl Triggers {
         let input = self.input(t, &event, item.clone())?;
         let context = json!({"kind": "poll", "name": t.name, "label": t.label(), "itemKey": key, "event": event});
         let (_, created) = self
-            .start(t, input, Some(format!("poll:{}:{key}", t.name)), context)
+            .start(
+                t,
+                input,
+                Some(format!("{}{}:{key}", KEY_PREFIX_POLL, t.name)),
+                context,
+            )
             .await?;
         Ok(created)
     }

@@ -88,7 +88,7 @@ impl Triggers {
             self.start(
                 t,
                 input,
-                Some(format!("schedule:{}:{}", t.name, due)),
+                Some(format!("{}{}:{}", super::KEY_PREFIX_SCHEDULE, t.name, due)),
                 context,
             )
             .await?;

@@ -90,7 +90,7 @@ impl Triggers {
         self.start(
             &t,
             input,
-            delivery.map(|d| format!("webhook:{}:{d}", t.name)),
+            delivery.map(|d| format!("{}{}:{d}", super::KEY_PREFIX_WEBHOOK, t.name)),
             context,
         )
         .await

@@ -471,3 +471,27 @@ async fn a_workspace_reads_only_the_secrets_granted_to_it() {
             .contains("undefined")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_whose_step_no_longer_waits_is_gone() {
+    let env = Env::new().await;
+    let def = env.apply(TWO_EVENTS).await;
+    let run = env.start(&def, json!({})).await;
+    env.settle(&run.id).await;
+    let a = hook_of(&env, &run.id, "a");
+    env.engine.cancel(DEFAULT_WORKSPACE, &run.id).await.unwrap();
+    let err = env
+        .engine
+        .resume_hook(&a, json!({}), "hook")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Gone(_)), "{err:?}");
+    assert_eq!(
+        env.engine
+            .run(DEFAULT_WORKSPACE, &run.id)
+            .await
+            .unwrap()
+            .status,
+        RunStatus::Cancelled
+    );
+}

@@ -196,7 +196,12 @@ impl Scheduler {
         match hook.status {
             HookStatus::Pending => {}
             HookStatus::Resumed => return Err(used("used")),
-            HookStatus::Closed => return Err(used("closed: its step no longer waits")),
+            HookStatus::Closed => {
+                return Err(EngineError::Gone(
+                    "this hook expired: its step no longer waits (the run ended or the wait timed out)"
+                        .into(),
+                ));
+            }
         }
         let i = run
             .def
