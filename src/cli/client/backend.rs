@@ -332,7 +332,7 @@ impl Local {
             {
                 let run = &r.body["data"];
                 let mut now = format!("run {}", run["status"].as_str().unwrap_or("?"));
-                if let Some(w) = super::print::waiting_on(&run["waitingOn"]) {
+                if let Some(w) = super::waiting_on(&run["waitingOn"]) {
                     now.push_str(&format!(", {w}"));
                 }
                 parts.push(now);

@@ -104,3 +104,16 @@ fn urlencode(s: &str) -> String {
 fn path_segment(id: &str) -> String {
     urlencode(id)
 }
+
+/// A run's `waitingOn` for people: "Waiting on hook (review)", "Sleeping (nap) until T".
+fn waiting_on(w: &serde_json::Value) -> Option<String> {
+    let label = w["label"].as_str()?;
+    let mut s = label.to_string();
+    if let Some(step) = w["step"].as_str() {
+        s.push_str(&format!(" ({step})"));
+    }
+    if let Some(until) = w["until"].as_str() {
+        s.push_str(&format!(" until {until}"));
+    }
+    Some(s)
+}

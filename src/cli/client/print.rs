@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::OutputFormat;
 use super::backend::Reply;
+use super::waiting_on;
 use crate::cli::Outcome;
 
 pub(super) fn print_reply(r: &Reply, o: OutputFormat, list: bool, what: &str) -> Outcome {
@@ -41,19 +42,6 @@ pub(super) fn print_reply(r: &Reply, o: OutputFormat, list: bool, what: &str) ->
         OutputFormat::Table => write!(out, "{}", record(data)),
     };
     Outcome::Ok
-}
-
-/// A run's `waitingOn` for people: "Waiting on hook (review)", "Sleeping (nap) until T".
-pub(super) fn waiting_on(w: &Value) -> Option<String> {
-    let label = w["label"].as_str()?;
-    let mut s = label.to_string();
-    if let Some(step) = w["step"].as_str() {
-        s.push_str(&format!(" ({step})"));
-    }
-    if let Some(until) = w["until"].as_str() {
-        s.push_str(&format!(" until {until}"));
-    }
-    Some(s)
 }
 
 fn cell(v: &Value) -> String {

@@ -1,18 +1,30 @@
 //! The SQLite store: one file, WAL, one writer connection, a small pool of readers.
 //! This module is the only place that knows SQL.
 
+mod apply;
+mod rows;
+mod schema;
+
+use apply::apply_write;
+use rows::{
+    API_KEY_COLUMNS, DEFINITION_COLUMNS, HOOK_COLUMNS, RUN_COLUMNS, api_key_from_row,
+    definition_from_row, hook_from_row, run_from_row, step_from_row,
+};
+use schema::migrate;
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ApiKeyRecord, DefinitionRecord, EventRecord, HookKind, HookRecord, HookStatus, Result,
-    RunQuery, RunRecord, SignalRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord,
-    Write,
+    ApiKeyRecord, DefinitionRecord, EventRecord, HookRecord, Result, RunQuery, RunRecord,
+    SignalRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord, Write,
 };
 use crate::model::{DEFINITION_PREFIX, RunStatus, new_id};
 
@@ -38,125 +50,6 @@ impl std::str::FromStr for Synchronous {
 }
 
 /// Versioned migrations; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE definitions (
-    version_id   TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
-    slug         TEXT NOT NULL,
-    version      INTEGER NOT NULL,
-    label        TEXT,
-    hash         TEXT NOT NULL,
-    source       TEXT NOT NULL,
-    created_at   INTEGER NOT NULL,
-    UNIQUE (workspace_id, slug, version)
-);
-CREATE TABLE runs (
-    id                 TEXT PRIMARY KEY,
-    workspace_id       TEXT NOT NULL,
-    definition_id      TEXT NOT NULL,
-    definition_slug    TEXT NOT NULL,
-    status             TEXT NOT NULL,
-    input              TEXT NOT NULL,
-    output             TEXT,
-    error              TEXT,
-    idempotency_key    TEXT,
-    current_step_index INTEGER NOT NULL,
-    attempt            INTEGER NOT NULL,
-    parent_run_id      TEXT,
-    parent_step_id     TEXT,
-    trigger            TEXT NOT NULL,
-    pending_action     TEXT,
-    created_at         INTEGER NOT NULL,
-    updated_at         INTEGER NOT NULL,
-    started_at         INTEGER,
-    finished_at        INTEGER
-);
-CREATE UNIQUE INDEX runs_by_key ON runs (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX runs_by_status ON runs (workspace_id, status, created_at);
-CREATE INDEX runs_by_definition ON runs (workspace_id, definition_slug, created_at);
-CREATE INDEX runs_by_created ON runs (workspace_id, created_at);
-CREATE INDEX runs_by_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
-CREATE TABLE step_executions (
-    run_id      TEXT NOT NULL,
-    step_id     TEXT NOT NULL,
-    attempt     INTEGER NOT NULL,
-    step_index  INTEGER NOT NULL,
-    status      TEXT NOT NULL,
-    input       TEXT,
-    output      TEXT,
-    error       TEXT,
-    usage       TEXT,
-    meta        TEXT,
-    started_at  INTEGER,
-    finished_at INTEGER,
-    PRIMARY KEY (run_id, step_id, attempt)
-) WITHOUT ROWID;
-CREATE TABLE events (
-    id      INTEGER PRIMARY KEY,
-    run_id  TEXT NOT NULL,
-    at      INTEGER NOT NULL,
-    kind    TEXT NOT NULL,
-    step_id TEXT,
-    data    TEXT NOT NULL
-);
-CREATE INDEX events_by_run ON events (run_id, id);
-CREATE TABLE timers (
-    run_id  TEXT NOT NULL,
-    step_id TEXT NOT NULL,
-    kind    TEXT NOT NULL,
-    due_at  INTEGER NOT NULL,
-    PRIMARY KEY (run_id, step_id, kind)
-) WITHOUT ROWID;
-CREATE INDEX timers_by_due ON timers (due_at);
-CREATE TABLE hooks (
-    token        TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
-    run_id       TEXT NOT NULL,
-    step_id      TEXT NOT NULL,
-    kind         TEXT NOT NULL,
-    status       TEXT NOT NULL,
-    created_at   INTEGER NOT NULL,
-    resumed_at   INTEGER
-);
-CREATE INDEX hooks_by_run ON hooks (run_id);
-CREATE TABLE signals (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id      TEXT NOT NULL,
-    step_id     TEXT NOT NULL,
-    signal_type TEXT NOT NULL,
-    payload     TEXT NOT NULL,
-    received_at INTEGER NOT NULL,
-    via         TEXT NOT NULL
-);
-CREATE INDEX signals_by_run ON signals (run_id, id);
-"#,
-    r#"
-CREATE TABLE api_keys (
-    hash         TEXT PRIMARY KEY,
-    workspace_id TEXT NOT NULL,
-    prefix       TEXT NOT NULL,
-    created_at   INTEGER NOT NULL
-);
-"#,
-    r#"
-CREATE TABLE trigger_state (
-    workspace_id TEXT NOT NULL,
-    name         TEXT NOT NULL,
-    state        TEXT NOT NULL,
-    PRIMARY KEY (workspace_id, name)
-) WITHOUT ROWID;
-CREATE INDEX runs_by_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
-"#,
-    r#"
-ALTER TABLE step_executions ADD COLUMN run_attempt INTEGER NOT NULL DEFAULT 1;
-"#,
-    r#"
-ALTER TABLE api_keys ADD COLUMN name TEXT;
-ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
-"#,
-];
-
 pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Connection>,
@@ -278,258 +171,6 @@ impl SqliteStore {
     }
 }
 
-fn migrate(conn: &Connection) -> Result<()> {
-    let current: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(db_err)?;
-    let current = usize::try_from(current).unwrap_or(0);
-    if current > MIGRATIONS.len() {
-        return Err(StoreError::Database(format!(
-            "the database was written by a newer stepwise (schema version {current}, this build knows {})",
-            MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let version = i + 1;
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {version}; COMMIT;"
-        ))
-        .map_err(|e| db_err(format!("migration {version} failed: {e}")))?;
-    }
-    Ok(())
-}
-
-const RUN_COLUMNS: &str = "id, workspace_id, definition_id, definition_slug, status, input, output, error, \
-    idempotency_key, current_step_index, attempt, parent_run_id, parent_step_id, trigger, pending_action, \
-    created_at, updated_at, started_at, finished_at";
-
-fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
-    let status: String = r.get(4)?;
-    Ok(RunRecord {
-        id: r.get(0)?,
-        workspace_id: r.get(1)?,
-        definition_id: r.get(2)?,
-        definition_slug: r.get(3)?,
-        status: status.parse().map_err(conversion)?,
-        input: parse_json(r.get(5)?)?.unwrap_or(Value::Null),
-        output: parse_json(r.get(6)?)?,
-        error: parse_json(r.get(7)?)?,
-        idempotency_key: r.get(8)?,
-        current_step_index: r.get(9)?,
-        attempt: r.get(10)?,
-        parent_run_id: r.get(11)?,
-        parent_step_id: r.get(12)?,
-        trigger: parse_json(r.get(13)?)?.unwrap_or(Value::Null),
-        pending_action: parse_json(r.get(14)?)?,
-        created_at: ts(r.get(15)?),
-        updated_at: ts(r.get(16)?),
-        started_at: r.get::<_, Option<i64>>(17)?.map(ts),
-        finished_at: r.get::<_, Option<i64>>(18)?.map(ts),
-    })
-}
-
-fn step_from_row(r: &Row<'_>) -> rusqlite::Result<StepRecord> {
-    let status: String = r.get(4)?;
-    Ok(StepRecord {
-        run_id: r.get(0)?,
-        step_id: r.get(1)?,
-        attempt: r.get(2)?,
-        step_index: r.get(3)?,
-        status: status.parse().map_err(conversion)?,
-        input: parse_json(r.get(5)?)?,
-        output: parse_json(r.get(6)?)?,
-        error: parse_json(r.get(7)?)?,
-        usage: parse_json(r.get(8)?)?,
-        meta: parse_json(r.get(9)?)?,
-        started_at: r.get::<_, Option<i64>>(10)?.map(ts),
-        finished_at: r.get::<_, Option<i64>>(11)?.map(ts),
-        run_attempt: r.get(12)?,
-    })
-}
-
-fn definition_from_row(r: &Row<'_>) -> rusqlite::Result<DefinitionRecord> {
-    Ok(DefinitionRecord {
-        version_id: r.get(0)?,
-        workspace_id: r.get(1)?,
-        slug: r.get(2)?,
-        version: r.get(3)?,
-        label: r.get(4)?,
-        hash: r.get(5)?,
-        source: r.get(6)?,
-        created_at: ts(r.get(7)?),
-    })
-}
-
-fn hook_from_row(r: &Row<'_>) -> rusqlite::Result<HookRecord> {
-    Ok(HookRecord {
-        token: r.get(0)?,
-        workspace_id: r.get(1)?,
-        run_id: r.get(2)?,
-        step_id: r.get(3)?,
-        kind: {
-            let k: String = r.get(4)?;
-            HookKind::parse(&k).ok_or_else(|| conversion(format!("hook kind `{k}`")))?
-        },
-        status: {
-            let s: String = r.get(5)?;
-            HookStatus::parse(&s).ok_or_else(|| conversion(format!("hook status `{s}`")))?
-        },
-        created_at: ts(r.get(6)?),
-        resumed_at: r.get::<_, Option<i64>>(7)?.map(ts),
-    })
-}
-
-const DEFINITION_COLUMNS: &str =
-    "version_id, workspace_id, slug, version, label, hash, source, created_at";
-const HOOK_COLUMNS: &str =
-    "token, workspace_id, run_id, step_id, kind, status, created_at, resumed_at";
-
-fn insert_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(&format!(
-        "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
-    ))?;
-    stmt.execute(params![
-        r.id,
-        r.workspace_id,
-        r.definition_id,
-        r.definition_slug,
-        r.status.as_str(),
-        json_text(&r.input),
-        opt_json(&r.output),
-        opt_json(&r.error),
-        r.idempotency_key,
-        r.current_step_index,
-        r.attempt,
-        r.parent_run_id,
-        r.parent_step_id,
-        json_text(&r.trigger),
-        opt_json(&r.pending_action),
-        micros(r.created_at),
-        micros(r.updated_at),
-        r.started_at.map(micros),
-        r.finished_at.map(micros),
-    ])?;
-    Ok(())
-}
-
-fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
-    match w {
-        Write::InsertRun(r) => insert_run(tx, r)?,
-        Write::UpdateRun(r) => {
-            // Only what changes after creation: a narrow UPDATE keeps most indexes untouched.
-            tx.prepare_cached(
-                "UPDATE runs SET status = ?2, output = ?3, error = ?4, current_step_index = ?5, attempt = ?6, \
-                 pending_action = ?7, updated_at = ?8, started_at = ?9, finished_at = ?10 WHERE id = ?1",
-            )?
-            .execute(params![
-                r.id,
-                r.status.as_str(),
-                opt_json(&r.output),
-                opt_json(&r.error),
-                r.current_step_index,
-                r.attempt,
-                opt_json(&r.pending_action),
-                micros(r.updated_at),
-                r.started_at.map(micros),
-                r.finished_at.map(micros),
-            ])?;
-        }
-        Write::PutStep(s) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO step_executions (run_id, step_id, attempt, step_index, status, input, output, \
-                 error, usage, meta, started_at, finished_at, run_attempt) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?
-            .execute(params![
-                s.run_id,
-                s.step_id,
-                s.attempt,
-                s.step_index,
-                s.status.as_str(),
-                opt_json(&s.input),
-                opt_json(&s.output),
-                opt_json(&s.error),
-                opt_json(&s.usage),
-                opt_json(&s.meta),
-                s.started_at.map(micros),
-                s.finished_at.map(micros),
-                s.run_attempt,
-            ])?;
-        }
-        Write::Event(e) => {
-            tx.prepare_cached(
-                "INSERT INTO events (run_id, at, kind, step_id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                e.run_id,
-                micros(e.at),
-                e.kind.as_str(),
-                e.step_id,
-                json_text(&e.data)
-            ])?;
-        }
-        Write::PutTimer(t) => {
-            tx.prepare_cached("INSERT OR REPLACE INTO timers (run_id, step_id, kind, due_at) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![t.run_id, t.step_id, t.kind.as_str(), micros(t.due_at)])?;
-        }
-        Write::DeleteTimer {
-            run_id,
-            step_id,
-            kind,
-        } => {
-            tx.prepare_cached(
-                "DELETE FROM timers WHERE run_id = ?1 AND step_id = ?2 AND kind = ?3",
-            )?
-            .execute(params![run_id, step_id, kind.as_str()])?;
-        }
-        Write::DeleteRunTimers { run_id } => {
-            tx.prepare_cached("DELETE FROM timers WHERE run_id = ?1")?
-                .execute(params![run_id])?;
-        }
-        Write::PutHook(h) => {
-            tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO hooks ({HOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ))?
-            .execute(params![
-                h.token,
-                h.workspace_id,
-                h.run_id,
-                h.step_id,
-                h.kind.as_str(),
-                h.status.as_str(),
-                micros(h.created_at),
-                h.resumed_at.map(micros)
-            ])?;
-        }
-        Write::CloseHooks {
-            run_id,
-            step_id,
-            status,
-            at,
-        } => {
-            tx.prepare_cached(
-                "UPDATE hooks SET status = ?3, resumed_at = ?4 WHERE run_id = ?1 AND status = 'pending' \
-                 AND (?2 IS NULL OR step_id = ?2)",
-            )?
-            .execute(params![run_id, step_id, status.as_str(), micros(*at)])?;
-        }
-        Write::Signal(s) => {
-            tx.prepare_cached(
-                "INSERT INTO signals (run_id, step_id, signal_type, payload, received_at, via) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                s.run_id,
-                s.step_id,
-                s.signal_type,
-                json_text(&s.payload),
-                micros(s.received_at),
-                s.via
-            ])?;
-        }
-    }
-    Ok(())
-}
-
 impl Store for SqliteStore {
     fn commit(&self, writes: &[Write]) -> Result<()> {
         if writes.is_empty() {
@@ -543,7 +184,7 @@ impl Store for SqliteStore {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err)?;
         for w in writes {
-            if let Err(e) = apply(&tx, w) {
+            if let Err(e) = apply_write(&tx, w) {
                 if let (Write::InsertRun(r), rusqlite::Error::SqliteFailure(f, _)) = (w, &e)
                     && f.code == rusqlite::ErrorCode::ConstraintViolation
                     && let Some(key) = &r.idempotency_key
@@ -944,76 +585,5 @@ impl Store for SqliteStore {
             )
             .map(|n| n > 0)
         })
-    }
-}
-
-const API_KEY_COLUMNS: &str = "hash, workspace_id, prefix, name, created_at, revoked_at";
-
-fn api_key_from_row(r: &Row<'_>) -> rusqlite::Result<super::ApiKeyInfo> {
-    Ok(super::ApiKeyInfo {
-        hash: r.get(0)?,
-        workspace_id: r.get(1)?,
-        prefix: r.get(2)?,
-        name: r.get(3)?,
-        created_at: ts(r.get(4)?),
-        revoked_at: r.get::<_, Option<i64>>(5)?.map(ts),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::DEFAULT_WORKSPACE;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("t.db"), Synchronous::Full).unwrap();
-        (dir, s)
-    }
-
-    #[test]
-    fn migrations_apply_once_and_reopen() {
-        let (dir, s) = store();
-        drop(s);
-        let s = SqliteStore::open(&dir.path().join("t.db"), Synchronous::Normal).unwrap();
-        assert!(s.list_definitions(DEFAULT_WORKSPACE).unwrap().is_empty());
-    }
-
-    #[test]
-    fn definitions_keep_every_version() {
-        let (_d, s) = store();
-        let now = Timestamp::now();
-        let (a, created) = s
-            .put_definition(DEFAULT_WORKSPACE, "x", None, "id: x # 1", now)
-            .unwrap();
-        assert!(created);
-        let (again, created) = s
-            .put_definition(DEFAULT_WORKSPACE, "x", None, "id: x # 1", now)
-            .unwrap();
-        assert!(!created);
-        assert_eq!(a, again);
-        let (b, _) = s
-            .put_definition(DEFAULT_WORKSPACE, "x", Some("2"), "id: x # 2", now)
-            .unwrap();
-        assert_eq!(b.version, 2);
-        assert_eq!(
-            s.definition(DEFAULT_WORKSPACE, "x")
-                .unwrap()
-                .unwrap()
-                .version_id,
-            b.version_id
-        );
-        assert_eq!(
-            s.definition(DEFAULT_WORKSPACE, &a.version_id)
-                .unwrap()
-                .unwrap()
-                .version,
-            1
-        );
-        assert_eq!(
-            s.definition_versions(DEFAULT_WORKSPACE, "x").unwrap().len(),
-            2
-        );
-        assert!(s.definition("ws_other", "x").unwrap().is_none());
     }
 }
