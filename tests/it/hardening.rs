@@ -495,3 +495,18 @@ async fn a_hook_whose_step_no_longer_waits_is_gone() {
         RunStatus::Cancelled
     );
 }
+
+#[test]
+fn a_zero_suspension_limit_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepwise"))
+        .current_dir(dir.path())
+        .args(["serve", "--insecure-no-auth", "--addr", "127.0.0.1:0"])
+        .env("STEPWISE_MAX_SUSPENDED", "0s")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("STEPWISE_MAX_SUSPENDED"), "{stderr}");
+}
