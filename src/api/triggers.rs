@@ -57,7 +57,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
         let st = tokio::task::spawn_blocking(move || store.trigger_state(&ws, &name))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
-        out.push(json!({"name": t.name, "kind": t.source.kind(), "workflow": t.workflow, "enabled": t.enabled, "label": t.label(), "state": st}));
+        let inactive = triggers.inactive_reason(&t.name);
+        out.push(json!({"name": t.name, "kind": t.source.kind(), "workflow": t.workflow, "enabled": t.enabled, "inactive": inactive, "label": t.label(), "state": st}));
     }
     Ok(ok(StatusCode::OK, Value::Array(out)))
 }

@@ -137,10 +137,11 @@ impl Triggers {
     /// A trigger whose required secrets the server lacks is kept, disabled: it would only
     /// fail, or reach services nobody set up (the examples must not on a first run).
     fn admit(&self, mut t: Trigger) -> (Trigger, Option<String>) {
+        let secrets = self.secrets();
         let missing: Vec<&str> = t
             .requires
             .iter()
-            .filter(|n| self.secrets().get(n.as_str()).is_none_or(String::is_empty))
+            .filter(|n| secrets.get(n.as_str()).is_none_or(String::is_empty))
             .map(String::as_str)
             .collect();
         if missing.is_empty() || !t.enabled {
@@ -175,8 +176,17 @@ impl Triggers {
         self.list.read().map(|l| l.clone()).unwrap_or_default()
     }
 
-    pub(super) fn secrets(&self) -> &HashMap<String, String> {
-        &self.engine.config().secrets
+    /// Why a loaded trigger does not fire: the secrets it requires that the server lacks.
+    pub fn inactive_reason(&self, name: &str) -> Option<String> {
+        let t = self.list().into_iter().find(|t| t.name == name)?;
+        let mut probe = (*t).clone();
+        probe.enabled = true;
+        self.admit(probe).1
+    }
+
+    /// The secrets of this workspace (a workspace reads only those granted to it).
+    pub(super) fn secrets(&self) -> HashMap<String, String> {
+        self.engine.secrets().of(&self.workspace_id)
     }
 
     pub(super) fn input(&self, t: &Trigger, event: &Value, default: Value) -> Result<Value> {

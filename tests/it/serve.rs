@@ -423,5 +423,11 @@ fn the_examples_started_by_default_stay_on_the_machine() {
             t["kind"] == "webhook" || t["enabled"] == false,
             "{t} would fire on its own"
         );
+        assert!(
+            t["inactive"]
+                .as_str()
+                .is_some_and(|why| why.contains("STEPWISE_SECRET_")),
+            "{t} does not say why it is inactive"
+        );
     }
 }
