@@ -5,6 +5,7 @@ mod cli;
 mod compile;
 mod crash;
 mod engine;
+mod faults;
 mod fuzz;
 mod lint_corpus;
 mod serve;
