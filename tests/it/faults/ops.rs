@@ -196,9 +196,10 @@ impl Ctx<'_> {
                 if self.known(Defect::CommitFailureReloadsRuns) {
                     self.trace.push("  skipped (known defect)".into());
                 } else {
+                    // Bounded, so an engine that backs off between retries still settles soon.
                     self.env
                         .store
-                        .fail_randomly(f64::from(*percent) / 100.0, *seed);
+                        .fail_randomly(f64::from(*percent) / 100.0, 12, *seed);
                 }
             }
             Op::Outage => {

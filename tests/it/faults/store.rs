@@ -24,8 +24,13 @@ pub enum Plan {
     Healthy,
     /// Let `skip` commits through, fail the `fail` after them, then heal.
     FailNext { skip: u32, fail: u32 },
-    /// Fail each commit with probability `p`, drawn from a seeded generator (reproducible).
-    Random { p: f64, rng: fastrand::Rng },
+    /// Fail each of the next `left` commits with probability `p`, drawn from a seeded
+    /// generator (reproducible), then heal.
+    Random {
+        p: f64,
+        left: u32,
+        rng: fastrand::Rng,
+    },
     /// Fail everything until `heal`.
     Down,
 }
@@ -77,9 +82,10 @@ impl FaultStore {
         self.set_plan(Plan::FailNext { skip, fail });
     }
 
-    pub fn fail_randomly(&self, p: f64, seed: u64) {
+    pub fn fail_randomly(&self, p: f64, left: u32, seed: u64) {
         self.set_plan(Plan::Random {
             p,
+            left,
             rng: fastrand::Rng::with_seed(seed),
         });
     }
@@ -130,7 +136,14 @@ impl FaultStore {
         match &mut *plan {
             Plan::Healthy => false,
             Plan::Down => true,
-            Plan::Random { p, rng } => rng.f64() < *p,
+            Plan::Random { p, left, rng } => {
+                let fail = rng.f64() < *p;
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    *plan = Plan::Healthy;
+                }
+                fail
+            }
             Plan::FailNext { skip, fail } => {
                 if *skip > 0 {
                     *skip -= 1;
@@ -268,10 +281,10 @@ fn commits_fail_by_plan_and_reads_pass_through() {
     store.go_down();
     assert!(store.commit(&event("e")).is_err());
     store.heal();
-    store.fail_randomly(0.5, 7);
+    store.fail_randomly(0.5, 40, 7);
     let outcomes: Vec<bool> = (0..40).map(|_| store.commit(&event("r")).is_ok()).collect();
     assert!(outcomes.contains(&true) && outcomes.contains(&false));
-    store.heal();
+    assert!(!store.is_faulty(), "the random plan ends after its commits");
     let kinds: Vec<String> = store
         .events("wfrun_x")
         .unwrap()
