@@ -44,6 +44,10 @@ pub struct EngineConfig {
     pub secret_grants: HashMap<String, Vec<String>>,
     /// Most writes committed in one transaction.
     pub max_batch: usize,
+    /// After a failed commit, the first retry waits this long; each further failure doubles
+    /// the wait, up to `commit_retry_max`.
+    pub commit_retry_first: Duration,
+    pub commit_retry_max: Duration,
     /// Turns a definition's source into a plan (or diagnostics); the engine never lints.
     pub plans: PlanLoader,
 }
@@ -57,6 +61,8 @@ impl Default for EngineConfig {
             secrets: HashMap::new(),
             secret_grants: HashMap::new(),
             max_batch: 20_000,
+            commit_retry_first: Duration::from_millis(50),
+            commit_retry_max: Duration::from_secs(5),
             plans: PlanLoader::default(),
         }
     }

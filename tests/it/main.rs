@@ -8,6 +8,7 @@ mod compile;
 mod crash;
 mod engine;
 mod exec;
+mod faults;
 mod fuzz;
 mod hardening;
 mod lint_corpus;

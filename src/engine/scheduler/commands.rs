@@ -153,15 +153,27 @@ impl Scheduler {
         }
         for i in 0..run.slots.len() {
             let slot = &mut run.slots[i];
-            if !(matches!(slot.status, StepStatus::Running | StepStatus::Waiting) || slot.backoff) {
+            // A step reset to run again (after a crash or a failed commit) still has an open
+            // record of that attempt: it is closed too.
+            let open_record = slot.record.as_ref().is_some_and(|r| {
+                r.attempt == slot.attempt
+                    && matches!(r.status, StepStatus::Running | StepStatus::Waiting)
+            });
+            if !(matches!(slot.status, StepStatus::Running | StepStatus::Waiting)
+                || slot.backoff
+                || open_record)
+            {
                 continue;
             }
+            let step_id = &run.def.plan.definition.steps[i].id;
+            // A step backing off has no record of its next attempt yet: cancel that one,
+            // and keep the failed attempt as it was.
+            let mut rec = match &slot.record {
+                Some(r) if !slot.backoff && r.attempt == slot.attempt => r.clone(),
+                _ => blank_step(&run.rec, step_id, run.def.plan.position[i], slot.attempt),
+            };
             slot.status = StepStatus::Cancelled;
             slot.backoff = false;
-            let step_id = &run.def.plan.definition.steps[i].id;
-            let mut rec = slot.record.clone().unwrap_or_else(|| {
-                blank_step(&run.rec, step_id, run.def.plan.position[i], slot.attempt)
-            });
             rec.status = StepStatus::Cancelled;
             rec.finished_at = Some(now);
             slot.record = Some(rec.clone());

@@ -11,8 +11,6 @@ use crate::engine::EngineError;
 use crate::model::StepStatus;
 use crate::store::StoreError;
 
-const FIRST_RETRY: Duration = Duration::from_millis(50);
-const MAX_RETRY: Duration = Duration::from_secs(5);
 /// A store that keeps failing is reported this often, not on every retry.
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 
@@ -120,21 +118,25 @@ impl Scheduler {
 
     fn note_failure(&mut self, e: &StoreError) {
         let message = format!("the store refuses commits: {e}");
+        let (first, max) = (
+            self.engine.config().commit_retry_first,
+            self.engine.config().commit_retry_max,
+        );
         match &mut self.failing {
             None => {
                 tracing::error!("{message}; refusing changes and retrying");
                 let now = Instant::now();
                 self.failing = Some(Failing {
                     since: now,
-                    retry_at: now + FIRST_RETRY,
-                    delay: FIRST_RETRY,
+                    retry_at: now + first,
+                    delay: first,
                     reported_at: now,
                     message: message.clone(),
                     stale: HashSet::new(),
                 });
             }
             Some(f) => {
-                f.delay = (f.delay * 2).min(MAX_RETRY);
+                f.delay = (f.delay * 2).min(max);
                 f.retry_at = Instant::now() + f.delay;
                 if f.reported_at.elapsed() >= REPORT_EVERY {
                     tracing::error!("{message} (failing for {:.0?})", f.since.elapsed());
@@ -151,6 +153,8 @@ impl Scheduler {
     /// executor was stopped by a change that did not commit) runs again, as after a crash.
     fn roll_back(&mut self, ids: Vec<String>) {
         self.batch.pending_keys.clear();
+        // Timers that fired in the failed batch still have their rows: queue them again.
+        self.timers.reload_soon();
         for id in ids {
             let old = self.active.remove(&id);
             if self.get_or_load(&id).is_none() {
@@ -207,6 +211,7 @@ impl Scheduler {
                 }
             }
             self.active.insert(id.clone(), run);
+            self.resume_retries(&id);
             for k in outcomes {
                 let o = &self.outcomes[k];
                 let (run_id, step, attempt, result) =

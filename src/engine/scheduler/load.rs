@@ -7,6 +7,7 @@ use super::policy::retries_left;
 use crate::engine::EngineError;
 use crate::engine::state::Active;
 use crate::model::{EventKind, RunStatus, StepStatus};
+use crate::store::TimerKind;
 
 impl Scheduler {
     pub(super) fn get_or_load(&mut self, id: &str) -> Option<&mut Active> {
@@ -81,32 +82,54 @@ impl Scheduler {
         let Some(run) = self.active.get_mut(id) else {
             return;
         };
-        let steps = run.def.plan.definition.steps.clone();
         let mut recovered = Vec::new();
         for (i, slot) in run.slots.iter_mut().enumerate() {
-            match slot.status {
-                StepStatus::Running => {
-                    slot.status = StepStatus::Pending;
-                    recovered.push((steps[i].id.clone(), slot.attempt));
-                }
-                StepStatus::Failed
-                    if run.rec.status == RunStatus::Running
-                        && retries_left(slot, &steps[i].retry) =>
-                {
-                    slot.status = StepStatus::Pending;
-                    slot.attempt += 1;
-                }
-                _ => {}
+            if slot.status == StepStatus::Running {
+                slot.status = StepStatus::Pending;
+                recovered.push((run.def.plan.definition.steps[i].id.clone(), slot.attempt));
             }
         }
-        let run_id = run.rec.id.clone();
         for (step_id, attempt) in recovered {
             self.event(
-                &run_id,
+                id,
                 EventKind::StepRecovered,
                 Some(&step_id),
                 json!({"attempt": attempt, "reason": "the process stopped while this attempt ran; it runs again"}),
             );
+        }
+        self.resume_retries(id);
+    }
+
+    /// A loaded run whose last attempt of a step failed with retries left goes on with the
+    /// next attempt: after its stored retry timer if there is one (its backoff continues),
+    /// else at once.
+    pub(super) fn resume_retries(&mut self, id: &str) {
+        let Some(run) = self.active.get(id) else {
+            return;
+        };
+        if run.rec.status != RunStatus::Running {
+            return;
+        }
+        let retrying: Vec<(usize, bool)> = (0..run.slots.len())
+            .filter(|&i| {
+                let slot = &run.slots[i];
+                slot.status == StepStatus::Failed
+                    && retries_left(slot, &run.def.plan.definition.steps[i].retry)
+            })
+            .map(|i| {
+                let step_id = &run.def.plan.definition.steps[i].id;
+                let timer = self.store.timer(id, step_id, TimerKind::Retry);
+                (i, matches!(timer, Ok(Some(_))))
+            })
+            .collect();
+        let Some(run) = self.active.get_mut(id) else {
+            return;
+        };
+        for (i, backing_off) in retrying {
+            let slot = &mut run.slots[i];
+            slot.status = StepStatus::Pending;
+            slot.attempt += 1;
+            slot.backoff = backing_off;
         }
     }
 

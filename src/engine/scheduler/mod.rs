@@ -131,22 +131,26 @@ impl Scheduler {
             if self.failing.is_none() {
                 // Timers fire only on a committed state, so a stored row can vouch for each.
                 self.fire_timers();
-                if !self.batch.is_empty() {
-                    continue;
-                }
-                if !self.idle.is_empty() && self.active.values().all(|r| r.tasks.is_empty()) {
+                if self.batch.is_empty()
+                    && !self.idle.is_empty()
+                    && self.active.values().all(|r| r.tasks.is_empty())
+                {
                     for reply in self.idle.drain(..) {
                         let _ = reply.send(());
                     }
                 }
             }
-            let sleep = self.until_next_wake();
-            tokio::select! {
-                cmd = self.rx.recv() => match cmd {
-                    Some(c) => self.handle(c),
-                    None => return,
-                },
-                _ = tokio::time::sleep(sleep) => {}
+            // With firings to commit, take what is queued into the same batch and go on;
+            // while the store fails, wait for the retry time.
+            if self.batch.is_empty() || self.failing.is_some() {
+                let sleep = self.until_next_wake();
+                tokio::select! {
+                    cmd = self.rx.recv() => match cmd {
+                        Some(c) => self.handle(c),
+                        None => return,
+                    },
+                    _ = tokio::time::sleep(sleep) => {}
+                }
             }
             while self.batch.writes.len() < self.engine.config().max_batch {
                 match self.rx.try_recv() {

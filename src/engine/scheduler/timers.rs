@@ -90,6 +90,11 @@ impl TimerQueue {
         Duration::from_micros(u64::try_from(next - now_us).unwrap_or(0))
     }
 
+    /// Read the due rows again at the next look (after a failed commit).
+    pub fn reload_soon(&mut self) {
+        self.next_refresh = None;
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }
