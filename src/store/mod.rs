@@ -310,6 +310,9 @@ pub struct RunQuery {
 /// The store interface. Implementations must make each `commit` atomic and durable.
 pub trait Store: Send + Sync + 'static {
     fn commit(&self, writes: &[Write]) -> Result<()>;
+    /// A small durable write: after commits failed, tells whether the store takes writes
+    /// again when there is nothing else to commit.
+    fn probe(&self) -> Result<()>;
 
     /// Store a definition version. The same source under the same slug returns the version
     /// already stored (`false`: nothing was created); a different one becomes the next version.

@@ -147,3 +147,27 @@ async fn an_outage_refuses_changes_keeps_reads_reruns_nothing_and_recovers() {
     assert_eq!(status, 200);
     assert!(r.engine.store_error().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_stays_reported_until_the_store_takes_writes_again() {
+    let r = rig("id: quick\nsteps:\n  - id: s\n    type: action\n    uses: transform\n    with: {value: 1}\n").await;
+    r.fault.go_down();
+    let err = create(&r.engine, "quick").await.unwrap_err();
+    assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
+    // Nothing is left to commit; the engine probes the store and keeps reporting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(r.engine.store_error().is_some());
+    let err = create(&r.engine, "quick").await.unwrap_err();
+    assert!(matches!(err, EngineError::Unavailable(_)), "{err:?}");
+    r.fault.heal();
+    let started = Instant::now();
+    while r.engine.store_error().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = create(&r.engine, "quick").await.unwrap();
+    assert_eq!(finish(&r.engine, &id).await.status, RunStatus::Completed);
+}

@@ -49,8 +49,12 @@ impl Scheduler {
                 self.roll_back(stale);
             }
             if self.batch.is_empty() {
-                if self.failing.take().is_some() {
-                    self.engine.set_store_error(None);
+                if self.failing.is_some() {
+                    // Nothing to commit: a probe says whether the store is back.
+                    match self.store.probe() {
+                        Ok(()) => self.recovered(),
+                        Err(e) => self.note_failure(&e),
+                    }
                 }
                 return;
             }
@@ -74,13 +78,7 @@ impl Scheduler {
         match self.store.commit(&writes) {
             Ok(()) => {
                 self.outcomes.clear();
-                if let Some(f) = self.failing.take() {
-                    tracing::info!(
-                        "the store accepts commits again after {:.1?}",
-                        f.since.elapsed()
-                    );
-                    self.engine.set_store_error(None);
-                }
+                self.recovered();
                 for id in &touched {
                     if let Some(run) = self.active.get_mut(id) {
                         for s in &mut run.slots {
@@ -113,6 +111,16 @@ impl Scheduler {
                 self.roll_back(touched.into_iter().collect());
                 false
             }
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(f) = self.failing.take() {
+            tracing::info!(
+                "the store accepts commits again after {:.1?}",
+                f.since.elapsed()
+            );
+            self.engine.set_store_error(None);
         }
     }
 

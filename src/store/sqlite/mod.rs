@@ -172,6 +172,16 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn probe(&self) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?1)",
+                params![micros(Timestamp::now())],
+            )
+            .map(|_| ())
+        })
+    }
+
     fn commit(&self, writes: &[Write]) -> Result<()> {
         if writes.is_empty() {
             return Ok(());

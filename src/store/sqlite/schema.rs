@@ -122,6 +122,12 @@ ALTER TABLE step_executions ADD COLUMN run_attempt INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE api_keys ADD COLUMN name TEXT;
 ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
 "#,
+    r#"
+CREATE TABLE probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
+);
+"#,
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

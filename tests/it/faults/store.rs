@@ -248,6 +248,13 @@ impl Store for FaultStore {
     fn hooks_for_run(&self, run_id: &str) -> Result<Vec<HookRecord>> {
         self.inner.hooks_for_run(run_id)
     }
+    fn probe(&self) -> Result<()> {
+        if self.is_down() {
+            Err(injected())
+        } else {
+            self.inner.probe()
+        }
+    }
     fn timer(&self, run_id: &str, step_id: &str, kind: TimerKind) -> Result<Option<TimerRecord>> {
         self.inner.timer(run_id, step_id, kind)
     }
