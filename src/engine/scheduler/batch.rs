@@ -35,6 +35,9 @@ pub(super) struct Batch {
     /// Runs changed by this batch: advanced (or reloaded) after the commit.
     pub touched: HashSet<String>,
     pub starts: Vec<Start>,
+    /// Executors to stop once the batch commits (run id, step, task): a cancel that does
+    /// not commit must leave them running.
+    pub aborts: Vec<(String, usize, tokio::task::AbortHandle)>,
     /// Idempotency keys of runs created in this batch.
     pub pending_keys: HashMap<(String, String), String>,
     /// Children that finished in this batch: (parent run, parent step, the child as it ended).
@@ -47,6 +50,7 @@ impl Batch {
             && self.replies.is_empty()
             && self.touched.is_empty()
             && self.starts.is_empty()
+            && self.aborts.is_empty()
     }
 
     /// Answer `tx` with `value` once the batch commits; with an error if it does not.

@@ -148,8 +148,8 @@ impl Scheduler {
     /// Abort in-flight steps and mark every started, waiting or retrying step CANCELLED.
     pub(super) fn stop_open_steps(&mut self, run: &mut Active) {
         let now = self.now();
-        for (_, t) in run.tasks.drain() {
-            t.abort();
+        for (i, t) in run.tasks.drain() {
+            self.batch.aborts.push((run.rec.id.clone(), i, t));
         }
         for i in 0..run.slots.len() {
             let slot = &mut run.slots[i];

@@ -19,19 +19,45 @@ pub(super) struct Failing {
     since: Instant,
     retry_at: Instant,
     delay: Duration,
-    reported_at: Instant,
     message: String,
     /// Runs whose committed state could not be read back yet.
     stale: HashSet<String>,
 }
 
 impl Failing {
-    pub fn retry_in(&self, _now: jiff::Timestamp) -> Duration {
+    pub fn retry_in(&self) -> Duration {
         self.retry_at.saturating_duration_since(Instant::now())
     }
 
     fn due(&self) -> bool {
         Instant::now() >= self.retry_at
+    }
+}
+
+/// Failed commits reach the log at most once per `REPORT_EVERY`, with a count of the rest:
+/// a full disk under load fails many commits, and each would otherwise be a line.
+#[derive(Default)]
+pub(super) struct FailureLog {
+    reported_at: Option<Instant>,
+    unreported: u64,
+}
+
+impl FailureLog {
+    fn note(&mut self, message: &str) {
+        if self.reported_at.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
+            self.unreported += 1;
+            return;
+        }
+        if self.unreported > 0 {
+            tracing::error!(
+                "{message} ({} more failed commits since the last report)",
+                self.unreported
+            );
+        } else {
+            tracing::error!("{message}; refusing changes and retrying");
+        }
+        self.reported_at = Some(Instant::now());
+        self.unreported = 0;
     }
 }
 
@@ -50,7 +76,9 @@ impl Scheduler {
             }
             if self.batch.is_empty() {
                 if self.failing.is_some() {
-                    // Nothing to commit: a probe says whether the store is back.
+                    // Nothing to commit: a small write says whether the store is back. It
+                    // can succeed on a disk that is still full (SQLite reuses its log); then
+                    // the next commit that fails starts the outage again.
                     match self.store.probe() {
                         Ok(()) => self.recovered(),
                         Err(e) => self.note_failure(&e),
@@ -72,6 +100,7 @@ impl Scheduler {
             updates,
             touched,
             starts,
+            aborts,
             ..
         } = batch;
         let writes = coalesce(writes);
@@ -92,6 +121,9 @@ impl Scheduler {
                 for u in updates {
                     let _ = self.engine.inner.updates.send(u);
                 }
+                for (_, _, task) in aborts {
+                    task.abort();
+                }
                 for s in starts {
                     self.launch(s);
                 }
@@ -107,6 +139,15 @@ impl Scheduler {
                     r(Some(&e));
                 }
                 // `starts` are dropped: a step whose start is not durable never executes.
+                // Executors a change meant to stop go back to their runs, which roll back.
+                for (run_id, step, task) in aborts {
+                    match self.active.get_mut(&run_id) {
+                        Some(run) => {
+                            run.tasks.insert(step, task);
+                        }
+                        None => task.abort(),
+                    }
+                }
                 self.note_failure(&e);
                 self.roll_back(touched.into_iter().collect());
                 false
@@ -130,15 +171,14 @@ impl Scheduler {
             self.engine.config().commit_retry_first,
             self.engine.config().commit_retry_max,
         );
+        self.failure_log.note(&message);
         match &mut self.failing {
             None => {
-                tracing::error!("{message}; refusing changes and retrying");
                 let now = Instant::now();
                 self.failing = Some(Failing {
                     since: now,
                     retry_at: now + first,
                     delay: first,
-                    reported_at: now,
                     message: message.clone(),
                     stale: HashSet::new(),
                 });
@@ -146,10 +186,6 @@ impl Scheduler {
             Some(f) => {
                 f.delay = (f.delay * 2).min(max);
                 f.retry_at = Instant::now() + f.delay;
-                if f.reported_at.elapsed() >= REPORT_EVERY {
-                    tracing::error!("{message} (failing for {:.0?})", f.since.elapsed());
-                    f.reported_at = Instant::now();
-                }
                 f.message.clone_from(&message);
             }
         }

@@ -31,7 +31,7 @@ use jiff::Timestamp;
 use tokio::sync::mpsc;
 
 use self::batch::Batch;
-use self::commit::Failing;
+use self::commit::{Failing, FailureLog};
 use self::timers::TimerQueue;
 use super::secrets::Secrets;
 use super::state::Active;
@@ -79,6 +79,7 @@ pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> sup
                 outcomes: Vec::new(),
                 timers: TimerQueue::default(),
                 failing: None,
+                failure_log: FailureLog::default(),
                 shutdown: None,
                 idle: Vec::new(),
                 secrets,
@@ -104,6 +105,7 @@ struct Scheduler {
     timers: TimerQueue,
     /// Set while the store refuses commits.
     failing: Option<Failing>,
+    failure_log: FailureLog,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// Callers of `Engine::until_idle`.
     idle: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -161,14 +163,14 @@ impl Scheduler {
         }
     }
 
-    /// Until the next timer, the next retry of a failed commit, or a second at most (so an
-    /// injected clock that jumps is noticed).
+    /// Until the next timer (or, while the store fails, the next retry), a second at most
+    /// (so an injected clock that jumps is noticed).
     fn until_next_wake(&mut self) -> Duration {
-        let now = self.now();
-        let mut next = self.timers.next_due(now);
-        if let Some(f) = &self.failing {
-            next = next.min(f.retry_in(now));
-        }
+        let next = match &self.failing {
+            // Timers wait for the store; only the retry time matters.
+            Some(f) => f.retry_in(),
+            None => self.timers.next_due(self.now()),
+        };
         next.min(Duration::from_secs(1))
     }
 
