@@ -380,3 +380,25 @@ async fn a_trigger_stays_inactive_until_its_secrets_are_set() {
     );
     let _: Arc<Triggers> = s.triggers.clone();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_poll_keeps_its_secret_out_of_last_error() {
+    let s = setup().await;
+    let url = s.server.url("/status/500");
+    add(
+        &s.triggers,
+        &format!(
+            "trigger: leaky\nworkflow: target\npoll:\n  url: \"{url}?key={{{{ secrets.HOOK_SECRET }}}}\"\n  interval: 1m\n  items: /tickets\n  key: \"{{{{ item.id }}}}\"\n"
+        ),
+    );
+    tick(&s.triggers).await;
+    assert!(
+        s.server.seen().iter().any(|r| r.path == "/status/500"),
+        "the poll ran"
+    );
+    let st = state(&s, "leaky");
+    let text = st.to_string();
+    assert!(st["lastError"].as_str().is_some(), "{st}");
+    assert!(!text.contains("s3cret-value"), "{text}");
+    assert!(text.contains("***"), "{text}");
+}

@@ -88,15 +88,25 @@ fn arrive(s: &Shared, key: &str, mode: &str) -> bool {
         (*count, inner.watch.clone())
     };
     if let (Some(store), Some((run, step))) = (watch, key.split_once(':')) {
-        let latest = store.steps(run).ok().and_then(|steps| {
-            steps
-                .into_iter()
-                .filter(|r| r.step_id == step)
-                .max_by_key(|r| r.attempt)
+        let records: Vec<_> = store
+            .steps(run)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.step_id == step)
+            .collect();
+        let latest = records.iter().max_by_key(|r| r.attempt).cloned();
+        // A call of an attempt cancelled in flight can still arrive after a run retry wrote
+        // the next attempt (PENDING): the request left before the cancel. The key does not
+        // say which attempt a call is for, so that case is allowed.
+        let late_cancelled = |r: &stepwise::store::StepRecord| {
+            r.status == StepStatus::Pending
+                && records
+                    .iter()
+                    .any(|p| p.attempt == r.attempt - 1 && p.status == StepStatus::Cancelled)
+        };
+        let durable = latest.as_ref().is_some_and(|r| {
+            matches!(r.status, StepStatus::Running | StepStatus::Cancelled) || late_cancelled(r)
         });
-        let durable = latest
-            .as_ref()
-            .is_some_and(|r| matches!(r.status, StepStatus::Running | StepStatus::Cancelled));
         if !durable {
             let seen = latest.map_or("no record".to_string(), |r| {
                 format!("attempt {} {}", r.attempt, r.status)
