@@ -136,9 +136,13 @@ fn list(json: bool, db: &DbArgs) -> Result<(), String> {
         );
         return Ok(());
     }
-    let mut rows = vec![["ID", "NAME", "WORKSPACE", "CREATED", "REVOKED"].map(String::from)];
+    let mut rows = vec![
+        ["ID", "NAME", "WORKSPACE", "CREATED", "REVOKED"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for k in &keys {
-        rows.push([
+        rows.push(vec![
             k.prefix.clone(),
             k.name.clone().unwrap_or_else(|| "-".into()),
             k.workspace_id.clone(),
@@ -146,28 +150,11 @@ fn list(json: bool, db: &DbArgs) -> Result<(), String> {
             k.revoked_at.map_or_else(|| "-".into(), time),
         ]);
     }
-    print!("{}", columns(&rows));
+    print!("{}", super::table::columns(&rows));
     if keys.is_empty() {
         eprintln!("no API keys: create one with `stepwise keys create --workspace NAME`");
     }
     Ok(())
-}
-
-fn columns<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// The one key `id` names: the whole key, or a prefix `keys list` showed. Prefixes are

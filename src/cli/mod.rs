@@ -8,6 +8,7 @@ pub mod lint;
 pub mod local;
 mod run;
 mod serve;
+mod table;
 
 use std::process::ExitCode;
 

@@ -144,22 +144,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Engine> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (updates, _) = broadcast::channel(8_192);
-        let engine = Engine {
-            inner: Arc::new(Inner {
-                store,
-                clock,
-                cache: compiled::Cache::default(),
-                tx,
-                updates,
-                secrets: Arc::new(secrets::Secrets::new(
-                    &config.secrets,
-                    &config.secret_grants,
-                )),
-                config,
-                store_error: std::sync::Mutex::default(),
-            }),
-        };
+        let engine = Engine::with_channel(store, clock, config, tx, 8_192);
         scheduler::spawn(engine.clone(), rx)?;
         Ok(engine)
     }
@@ -168,7 +153,17 @@ impl Engine {
     /// that change a run fail. For read-only CLI commands on a database no server runs on.
     pub fn read_only(store: Arc<dyn Store>, clock: SharedClock, config: EngineConfig) -> Engine {
         let (tx, _) = mpsc::unbounded_channel();
-        let (updates, _) = broadcast::channel(16);
+        Engine::with_channel(store, clock, config, tx, 16)
+    }
+
+    fn with_channel(
+        store: Arc<dyn Store>,
+        clock: SharedClock,
+        config: EngineConfig,
+        tx: mpsc::UnboundedSender<Command>,
+        update_capacity: usize,
+    ) -> Engine {
+        let (updates, _) = broadcast::channel(update_capacity);
         Engine {
             inner: Arc::new(Inner {
                 store,

@@ -100,6 +100,25 @@ impl Active {
         a
     }
 
+    /// A fresh record of step `i`'s current attempt: PENDING, nothing recorded yet.
+    pub fn blank_record(&self, i: usize) -> StepRecord {
+        StepRecord {
+            run_id: self.rec.id.clone(),
+            step_id: self.def.plan.definition.steps[i].id.clone(),
+            step_index: i64::try_from(self.def.plan.position[i]).unwrap_or(i64::MAX),
+            attempt: self.slots[i].attempt,
+            run_attempt: self.rec.attempt,
+            status: StepStatus::Pending,
+            input: None,
+            output: None,
+            error: None,
+            usage: None,
+            meta: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
     pub fn deps_done(&self, i: usize) -> bool {
         self.def.plan.deps[i]
             .iter()

@@ -8,6 +8,7 @@ use super::OutputFormat;
 use super::backend::Reply;
 use super::waiting_on;
 use crate::cli::Outcome;
+use crate::cli::table::columns;
 
 pub(super) fn print_reply(r: &Reply, o: OutputFormat, list: bool, what: &str) -> Outcome {
     if !(200..300).contains(&r.status) {
@@ -50,23 +51,6 @@ fn cell(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-fn columns(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut s = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        s.push_str(line.join("  ").trim_end());
-        s.push('\n');
-    }
-    s
 }
 
 fn table(data: &Value, what: &str, meta: &Value) -> String {

@@ -6,7 +6,6 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::Scheduler;
-use super::finish::blank_step;
 use crate::engine::compiled::Compiled;
 use crate::engine::state::Active;
 use crate::engine::{CreateRun, EngineError, Update};
@@ -165,13 +164,13 @@ impl Scheduler {
             {
                 continue;
             }
-            let step_id = &run.def.plan.definition.steps[i].id;
             // A step backing off has no record of its next attempt yet: cancel that one,
             // and keep the failed attempt as it was.
             let mut rec = match &slot.record {
                 Some(r) if !slot.backoff && r.attempt == slot.attempt => r.clone(),
-                _ => blank_step(&run.rec, step_id, run.def.plan.position[i], slot.attempt),
+                _ => run.blank_record(i),
             };
+            let slot = &mut run.slots[i];
             slot.status = StepStatus::Cancelled;
             slot.backoff = false;
             rec.status = StepStatus::Cancelled;
@@ -237,9 +236,8 @@ impl Scheduler {
             slot.base_attempt = slot.attempt;
             slot.committed = false;
             slot.backoff = false;
-            let step_id = &run.def.plan.definition.steps[i].id;
-            let rec = blank_step(&run.rec, step_id, run.def.plan.position[i], slot.attempt);
-            slot.record = Some(rec.clone());
+            let rec = run.blank_record(i);
+            run.slots[i].record = Some(rec.clone());
             self.write(Write::put_step(rec));
         }
         let now = self.now();

@@ -10,7 +10,7 @@ use crate::engine::compiled::violations;
 use crate::engine::state::Active;
 use crate::exec::{StepError, Success};
 use crate::model::{EventKind, RunStatus, StepStatus};
-use crate::store::{HookStatus, RunRecord, RunUpdate, StepRecord, TimerKind, Write};
+use crate::store::{HookStatus, RunUpdate, TimerKind, Write};
 use crate::template;
 
 impl Scheduler {
@@ -63,14 +63,15 @@ impl Scheduler {
             self.secrets.redact(&output)
         };
         let step_id = run.def.plan.definition.steps[i].id.clone();
+        let mut rec = match &run.slots[i].record {
+            Some(r) => r.clone(),
+            None => run.blank_record(i),
+        };
         let slot = &mut run.slots[i];
         slot.status = StepStatus::Completed;
         slot.mj_output = Some(template::context(&output));
         slot.output = Some(output.clone());
         slot.committed = false;
-        let mut rec = slot.record.clone().unwrap_or_else(|| {
-            blank_step(&run.rec, &step_id, run.def.plan.position[i], slot.attempt)
-        });
         rec.status = StepStatus::Completed;
         rec.output = Some(output);
         rec.usage = usage;
@@ -96,12 +97,12 @@ impl Scheduler {
         let step = run.def.plan.definition.steps[i].clone();
         run.tasks.remove(&i);
         let was_waiting = run.slots[i].status == StepStatus::Waiting;
+        let mut rec = match &run.slots[i].record {
+            Some(r) => r.clone(),
+            None => run.blank_record(i),
+        };
         let slot = &mut run.slots[i];
         let attempt = slot.attempt;
-        let mut rec = slot
-            .record
-            .clone()
-            .unwrap_or_else(|| blank_step(&run.rec, &step.id, run.def.plan.position[i], attempt));
         rec.status = StepStatus::Failed;
         rec.error = Some(err.to_json());
         rec.started_at.get_or_insert(now);
@@ -258,23 +259,5 @@ impl Scheduler {
         });
         self.event(&run.rec.id, EventKind::RunCompleted, None, json!({}));
         self.finished(run);
-    }
-}
-
-pub(super) fn blank_step(run: &RunRecord, step_id: &str, index: usize, attempt: i64) -> StepRecord {
-    StepRecord {
-        run_id: run.id.clone(),
-        step_id: step_id.to_string(),
-        step_index: i64::try_from(index).unwrap_or(i64::MAX),
-        attempt,
-        run_attempt: run.attempt,
-        status: StepStatus::Pending,
-        input: None,
-        output: None,
-        error: None,
-        usage: None,
-        meta: None,
-        started_at: None,
-        finished_at: None,
     }
 }

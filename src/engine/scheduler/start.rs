@@ -233,12 +233,7 @@ impl Scheduler {
 
     fn skip(&mut self, run: &mut Active, i: usize, now: Timestamp) {
         let step_id = run.def.plan.definition.steps[i].id.clone();
-        let mut rec = super::finish::blank_step(
-            &run.rec,
-            &step_id,
-            run.def.plan.position[i],
-            run.slots[i].attempt,
-        );
+        let mut rec = run.blank_record(i);
         rec.status = StepStatus::Skipped;
         rec.started_at = Some(now);
         rec.finished_at = Some(now);
@@ -270,13 +265,7 @@ impl Scheduler {
             run.dirty = true;
             self.event(&run.rec.id, EventKind::RunStarted, None, json!({}));
         }
-        let step_id = run.def.plan.definition.steps[i].id.clone();
-        let mut rec = super::finish::blank_step(
-            &run.rec,
-            &step_id,
-            run.def.plan.position[i],
-            run.slots[i].attempt,
-        );
+        let mut rec = run.blank_record(i);
         rec.status = StepStatus::Running;
         rec.input = input.map(|v| self.secrets.redact(&v));
         rec.started_at = Some(now);
