@@ -431,3 +431,57 @@ fn the_examples_started_by_default_stay_on_the_machine() {
         );
     }
 }
+
+#[test]
+fn secrets_stay_out_of_the_servers_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    // Port 1 on loopback refuses the connection: the error quotes the URL with the secret.
+    std::fs::write(
+        defs.join("leaky.yaml"),
+        "id: leaky\nsteps:\n  - id: say\n    type: action\n    uses: log\n    with: {level: warn, message: \"token is {{ secrets.TOKEN }}\"}\n  - id: call\n    type: action\n    uses: http\n    with: {url: \"http://127.0.0.1:1/x?key={{ secrets.TOKEN }}\"}\n",
+    )
+    .unwrap();
+    let mut server = serve_env(
+        dir.path(),
+        &[
+            "--insecure-no-auth",
+            "--definitions",
+            defs.to_str().unwrap(),
+        ],
+        &[
+            ("STEPWISE_SECRET_TOKEN", "tok-secret-77"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    let started = Instant::now();
+    while get_json(&server.url, "/v1/workflow-definitions")["data"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "not loaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = cli(
+        dir.path(),
+        &[
+            "runs",
+            "start",
+            "leaky",
+            "--wait",
+            "-o",
+            "json",
+            "--server",
+            &server.url,
+        ],
+        &[],
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(run["status"], "FAILED", "{}", show(&out));
+    let _ = server.child.kill();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(server.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("token is ***"), "{stderr}");
+    assert!(!stderr.contains("tok-secret-77"), "{stderr}");
+}
