@@ -264,3 +264,11 @@ text_enum!(EventKind {
     ChildStarted => "child.started",
     Log => "log",
 });
+
+/// Runs a trigger starts carry an idempotency key `<kind>:…` (derived from the event), and
+/// a trigger of that `kind` only may use the prefix, so a client's key never takes one.
+pub const KEY_PREFIX_WEBHOOK: &str = "webhook:";
+pub const KEY_PREFIX_SCHEDULE: &str = "schedule:";
+pub const KEY_PREFIX_POLL: &str = "poll:";
+pub const RESERVED_KEY_PREFIXES: [&str; 3] =
+    [KEY_PREFIX_WEBHOOK, KEY_PREFIX_SCHEDULE, KEY_PREFIX_POLL];

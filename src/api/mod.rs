@@ -28,7 +28,6 @@ pub use error::ApiError;
 pub use extract::MAX_BODY;
 pub use openapi::Doc;
 pub use origin::{Origin, parse_origins};
-pub use runs::RESERVED_KEY_PREFIXES;
 pub use state::AppState;
 
 const WAIT: (&str, &str, &str) = (

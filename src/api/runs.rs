@@ -21,11 +21,6 @@ use crate::store::RunRecord;
 /// Longest `?wait=` a request may hold.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
-/// Idempotency keys starting with these belong to triggers (`webhook:<trigger>:<delivery>`,
-/// `schedule:<trigger>:<due>`, `poll:<trigger>:<item>`, made in `src/triggers/runner.rs`).
-/// A client may not use them: a key taken first would make the trigger's event start no run.
-pub use crate::triggers::RESERVED_KEY_PREFIXES;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateBody {
@@ -93,24 +88,8 @@ pub async fn create(
     };
     let idempotency_key = match body.idempotency_key {
         None | Some(Value::Null) => None,
-        Some(Value::String(k)) => {
-            if k.is_empty() || k.chars().count() > 255 {
-                return Err(ApiError::field(
-                    "idempotencyKey",
-                    "idempotencyKey must be 1 to 255 characters",
-                ));
-            }
-            if let Some(p) = RESERVED_KEY_PREFIXES.iter().find(|p| k.starts_with(*p)) {
-                return Err(ApiError::field(
-                    "idempotencyKey",
-                    format!(
-                        "idempotencyKey may not start with `{p}`: keys starting with {} are reserved for the keys triggers make",
-                        RESERVED_KEY_PREFIXES.map(|p| format!("`{p}`")).join(", ")
-                    ),
-                ));
-            }
-            Some(k)
-        }
+        // Its length and reserved prefixes are the engine's to check, for every caller.
+        Some(Value::String(k)) => Some(k),
         Some(_) => {
             return Err(ApiError::field(
                 "idempotencyKey",

@@ -264,14 +264,7 @@ impl Engine {
         let (rec, created) =
             blocking(move || store.put_definition(&ws, &slug, label.as_deref(), &src, now))
                 .await??;
-        let compiled = match self.inner.cache.get(&rec.version_id) {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(Compiled::new(rec.clone(), plan));
-                self.inner.cache.insert(c.clone());
-                c
-            }
-        };
+        let compiled = self.cached(rec.clone(), || Ok(plan))?;
         self.inner.cache.set_latest(compiled);
         Ok(Ok((rec, created)))
     }
@@ -302,18 +295,28 @@ impl Engine {
     }
 
     pub(crate) fn compiled_record(&self, rec: DefinitionRecord) -> Result<Arc<Compiled>> {
+        let file = SourceFile::new(format!("{}.yaml", rec.slug), rec.source.as_str());
+        let version_id = rec.version_id.clone();
+        self.cached(rec, || {
+            self.inner.config.plans.load(&file).map_err(|d| {
+                EngineError::Internal(format!(
+                    "stored definition {version_id} no longer lints: {}",
+                    d.first().map_or("", |d| d.message.as_str())
+                ))
+            })
+        })
+    }
+
+    /// The cached compiled version, or one made from `plan()` and cached.
+    fn cached(
+        &self,
+        rec: DefinitionRecord,
+        plan: impl FnOnce() -> Result<crate::compile::Plan>,
+    ) -> Result<Arc<Compiled>> {
         if let Some(c) = self.inner.cache.get(&rec.version_id) {
             return Ok(c);
         }
-        let file = SourceFile::new(format!("{}.yaml", rec.slug), rec.source.as_str());
-        let plan = self.inner.config.plans.load(&file).map_err(|d| {
-            EngineError::Internal(format!(
-                "stored definition {} no longer lints: {}",
-                rec.version_id,
-                d.first().map_or("", |d| d.message.as_str())
-            ))
-        })?;
-        let c = Arc::new(Compiled::new(rec, plan));
+        let c = Arc::new(Compiled::new(rec, plan()?));
         self.inner.cache.insert(c.clone());
         Ok(c)
     }
@@ -327,6 +330,22 @@ impl Engine {
             return Err(EngineError::validation(
                 "idempotencyKey must be 1 to 255 characters",
                 json!({"field": "idempotencyKey", "length": k.chars().count()}),
+            ));
+        }
+        if let Some(k) = &req.idempotency_key
+            && let Some(p) = crate::model::RESERVED_KEY_PREFIXES
+                .iter()
+                .find(|p| k.starts_with(*p))
+            && req.trigger["kind"].as_str() != p.strip_suffix(':')
+        {
+            return Err(EngineError::validation(
+                format!(
+                    "idempotencyKey may not start with `{p}`: keys starting with {} are reserved for the keys triggers make",
+                    crate::model::RESERVED_KEY_PREFIXES
+                        .map(|p| format!("`{p}`"))
+                        .join(", ")
+                ),
+                json!({"field": "idempotencyKey"}),
             ));
         }
         if !req.input.is_object() {
@@ -475,13 +494,9 @@ impl Engine {
         }
     }
 
+    /// A command whose answer is itself a result.
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(make(reply))
-            .map_err(|_| EngineError::ShuttingDown)?;
-        rx.await.map_err(|_| EngineError::ShuttingDown)?
+        self.call_plain(make).await?
     }
 
     pub(crate) fn now(&self) -> Timestamp {

@@ -67,6 +67,16 @@ impl Secrets {
         out
     }
 
+    /// Whether a workspace may read a non-empty secret of this name.
+    pub fn has(&self, workspace_id: &str, name: &str) -> bool {
+        let own = self
+            .by_workspace
+            .get(workspace_id)
+            .and_then(|m| m.get(name));
+        own.or_else(|| self.everywhere.get(name))
+            .is_some_and(|v| !v.is_empty())
+    }
+
     /// `secrets` as a template value for a workspace, converted once.
     pub fn template(&self, workspace_id: &str) -> minijinja::Value {
         let mut cache = self

@@ -106,24 +106,7 @@ pub enum TimerKind {
     Retry,
 }
 
-impl TimerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TimerKind::Wake => "wake",
-            TimerKind::Deadline => "deadline",
-            TimerKind::Retry => "retry",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "wake" => Some(TimerKind::Wake),
-            "deadline" => Some(TimerKind::Deadline),
-            "retry" => Some(TimerKind::Retry),
-            _ => None,
-        }
-    }
-}
+crate::model::text_enum!(TimerKind { Wake => "wake", Deadline => "deadline", Retry => "retry" });
 
 /// Which step kind a hook resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,7 +330,10 @@ pub trait Store: Send + Sync + 'static {
     fn hook(&self, token: &str) -> Result<Option<HookRecord>>;
     /// The stored timer of a step and kind, if any (a fired in-memory timer checks it).
     fn timer(&self, run_id: &str, step_id: &str, kind: TimerKind) -> Result<Option<TimerRecord>>;
-    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// Store a new key without a name.
+    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        self.put_named_api_key(key, None)
+    }
 
     /// A trigger's persisted state (a schedule's next due time, a poll's cursor).
     fn trigger_state(&self, workspace_id: &str, name: &str) -> Result<Option<Value>>;

@@ -3,7 +3,7 @@
 //! through the engine, with an idempotency key derived from the event, so a redelivered
 //! webhook, a schedule fired again after a crash, or an item seen twice starts one run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -137,11 +137,11 @@ impl Triggers {
     /// A trigger whose required secrets the server lacks is kept, disabled: it would only
     /// fail, or reach services nobody set up (the examples must not on a first run).
     fn admit(&self, mut t: Trigger) -> (Trigger, Option<String>) {
-        let secrets = self.secrets();
+        let secrets = self.engine.secrets();
         let missing: Vec<&str> = t
             .requires
             .iter()
-            .filter(|n| secrets.get(n.as_str()).is_none_or(String::is_empty))
+            .filter(|n| !secrets.has(&self.workspace_id, n))
             .map(String::as_str)
             .collect();
         if missing.is_empty() || !t.enabled {
@@ -162,12 +162,6 @@ impl Triggers {
         (t, Some(why))
     }
 
-    pub fn remove(&self, name: &str) {
-        if let Ok(mut list) = self.list.write() {
-            list.retain(|x| x.name != name);
-        }
-    }
-
     pub fn workspace_id(&self) -> &str {
         &self.workspace_id
     }
@@ -184,16 +178,21 @@ impl Triggers {
         self.admit(probe).1
     }
 
-    /// The secrets of this workspace (a workspace reads only those granted to it).
-    pub(super) fn secrets(&self) -> HashMap<String, String> {
-        self.engine.secrets().of(&self.workspace_id)
+    /// A template scope: `name` bound to `value`, and `secrets`, this workspace's secrets
+    /// (converted once per workspace by the engine).
+    pub(super) fn scope(&self, name: &str, value: &Value) -> minijinja::Value {
+        let secrets = self.engine.secrets().template(&self.workspace_id);
+        minijinja::Value::from(std::collections::BTreeMap::from([
+            (name.to_string(), template::context(value)),
+            ("secrets".to_string(), secrets),
+        ]))
     }
 
     pub(super) fn input(&self, t: &Trigger, event: &Value, default: Value) -> Result<Value> {
         let Some(transform) = &t.transform else {
             return Ok(default);
         };
-        let ctx = template::context(&json!({"event": event, "secrets": self.secrets()}));
+        let ctx = self.scope("event", event);
         template::render_value(transform, &ctx, "/transform").map_err(|e| {
             EngineError::validation(
                 format!("trigger `{}`: the transform failed: {}", t.name, e.message),
@@ -371,7 +370,7 @@ impl Triggers {
         now: Timestamp,
         known_bad: &HashSet<String>,
     ) -> Result<Polled> {
-        let ctx = template::context(&json!({"cursor": cursor, "secrets": self.secrets()}));
+        let ctx = self.scope("cursor", cursor);
         let url = match template::render_string(&p.url, &ctx, "/poll/url") {
             Ok(Value::String(s)) => s,
             Ok(other) => other.to_string(),
@@ -473,7 +472,7 @@ struct Polled {
 
 /// The text a trigger's state keeps for an error (`lastError`, `skipped[].error`): the one
 /// place that turns errors into stored, listed text. A refused input says which fields.
-pub fn last_error_text(e: &EngineError) -> String {
+fn last_error_text(e: &EngineError) -> String {
     let problems: Vec<String> = match e {
         EngineError::Validation { details, .. } => details
             .get("problems")

@@ -100,7 +100,7 @@ impl Triggers {
         let Some(sig) = &w.signature else {
             return Ok(());
         };
-        let ctx = template::context(&json!({"secrets": self.secrets()}));
+        let ctx = self.scope("event", &Value::Null);
         let secret = match template::render_string(&sig.secret, &ctx, "/webhook/signature/secret") {
             Ok(Value::String(s)) if !s.is_empty() => s,
             _ => {

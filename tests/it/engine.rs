@@ -118,6 +118,28 @@ impl Env {
     }
 }
 
+/// Create a run of `def` with no input in a workspace.
+pub async fn create_in(engine: &Engine, ws: &str, def: &str) -> Result<RunRecord, EngineError> {
+    engine
+        .create_run(CreateRun {
+            workspace_id: ws.into(),
+            definition: def.into(),
+            input: json!({}),
+            idempotency_key: None,
+            trigger: json!({"kind": "api"}),
+        })
+        .await
+        .map(|(r, _)| r)
+}
+
+/// Wait (up to 10 s) until a run of a workspace ends.
+pub async fn finish_in(engine: &Engine, ws: &str, id: &str) -> RunRecord {
+    engine
+        .wait_for(ws, id, Duration::from_secs(10), RunStatus::is_terminal)
+        .await
+        .unwrap()
+}
+
 pub fn start(db: &std::path::Path, config: EngineConfig) -> Engine {
     let store = SqliteStore::open(db, Synchronous::Full).unwrap();
     Engine::start(Arc::new(store), Arc::new(SystemClock), config).unwrap()

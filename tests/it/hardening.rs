@@ -10,7 +10,7 @@ use stepwise::engine::{Engine, EngineConfig, EngineError, Resume};
 use stepwise::model::{RunStatus, StepStatus};
 use stepwise::store::{DEFAULT_WORKSPACE, HookStatus, SqliteStore, Synchronous};
 
-use crate::engine::{Env, config};
+use crate::engine::{Env, config, create_in, finish_in};
 use crate::server::TestServer;
 
 const TWO_EVENTS: &str = r#"
@@ -226,23 +226,8 @@ async fn a_retried_wait_is_not_woken_by_its_old_timer() {
         .await
         .unwrap()
         .unwrap();
-    let run = engine
-        .create_run(stepwise::engine::CreateRun {
-            workspace_id: DEFAULT_WORKSPACE.into(),
-            definition: "nap".into(),
-            input: json!({}),
-            idempotency_key: None,
-            trigger: json!({"kind": "api"}),
-        })
-        .await
-        .unwrap()
-        .0;
-    let failed = engine
-        .wait_for(DEFAULT_WORKSPACE, &run.id, Duration::from_secs(10), |s| {
-            s.is_terminal()
-        })
-        .await
-        .unwrap();
+    let run = create_in(&engine, DEFAULT_WORKSPACE, "nap").await.unwrap();
+    let failed = finish_in(&engine, DEFAULT_WORKSPACE, &run.id).await;
     assert_eq!(failed.status, RunStatus::Failed);
     clock.advance(Duration::from_secs(5));
     engine.retry(DEFAULT_WORKSPACE, &run.id).await.unwrap();
@@ -441,25 +426,8 @@ async fn a_workspace_reads_only_the_secrets_granted_to_it() {
         .await
         .unwrap()
         .unwrap();
-    let run = env
-        .engine
-        .create_run(stepwise::engine::CreateRun {
-            workspace_id: "ws_team".into(),
-            definition: "peek".into(),
-            input: json!({}),
-            idempotency_key: None,
-            trigger: json!({"kind": "api"}),
-        })
-        .await
-        .unwrap()
-        .0;
-    let done = env
-        .engine
-        .wait_for("ws_team", &run.id, Duration::from_secs(10), |s| {
-            s.is_terminal()
-        })
-        .await
-        .unwrap();
+    let run = create_in(&env.engine, "ws_team", "peek").await.unwrap();
+    let done = finish_in(&env.engine, "ws_team", &run.id).await;
     assert_eq!(done.status, RunStatus::Failed, "{done:?}");
     let seen = env.server.seen();
     assert_eq!(seen.len(), 1, "only the granted secret renders: {seen:?}");
@@ -509,4 +477,32 @@ fn a_zero_suspension_limit_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("STEPWISE_MAX_SUSPENDED"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_trigger_of_that_kind_may_use_its_key_prefix() {
+    let env = Env::new().await;
+    let def = env
+        .apply("id: keyed\nsteps:\n  - id: s\n    type: action\n    uses: transform\n    with: {value: 1}\n")
+        .await;
+    let err = env
+        .create(&def, json!({}), Some("schedule:nightly:2026"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Validation { details, .. } if details["field"] == "idempotencyKey"),
+        "{err:?}"
+    );
+    let (run, created) = env
+        .engine
+        .create_run(stepwise::engine::CreateRun {
+            workspace_id: DEFAULT_WORKSPACE.into(),
+            definition: def,
+            input: json!({}),
+            idempotency_key: Some("schedule:nightly:2026".into()),
+            trigger: json!({"kind": "schedule"}),
+        })
+        .await
+        .unwrap();
+    assert!(created, "{run:?}");
 }

@@ -11,7 +11,7 @@ use stepwise::engine::{Engine, EngineConfig, EngineError};
 use stepwise::model::RunStatus;
 use stepwise::store::{DEFAULT_WORKSPACE, SqliteStore, Store, Synchronous};
 
-use crate::engine::config;
+use crate::engine::{config, create_in, finish_in};
 use crate::faults::store::FaultStore;
 use crate::server::TestServer;
 
@@ -48,28 +48,13 @@ async fn rig(yaml: &str) -> Rig {
 }
 
 async fn create(engine: &Engine, def: &str) -> Result<String, EngineError> {
-    engine
-        .create_run(stepwise::engine::CreateRun {
-            workspace_id: DEFAULT_WORKSPACE.into(),
-            definition: def.into(),
-            input: json!({}),
-            idempotency_key: None,
-            trigger: json!({"kind": "api"}),
-        })
+    create_in(engine, DEFAULT_WORKSPACE, def)
         .await
-        .map(|(r, _)| r.id)
+        .map(|r| r.id)
 }
 
 async fn finish(engine: &Engine, id: &str) -> stepwise::store::RunRecord {
-    engine
-        .wait_for(
-            DEFAULT_WORKSPACE,
-            id,
-            Duration::from_secs(10),
-            RunStatus::is_terminal,
-        )
-        .await
-        .unwrap()
+    finish_in(engine, DEFAULT_WORKSPACE, id).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,7 @@
 
 use rusqlite::params;
 
-use super::rows::{HOOK_COLUMNS, RUN_COLUMNS};
+use super::rows::{HOOK_COLUMNS, RUN_COLUMNS, STEP_COLUMNS};
 use super::{json_text, micros, opt_json};
 use crate::store::{RunRecord, Write};
 
@@ -57,11 +57,10 @@ pub(super) fn apply_write(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite
             ])?;
         }
         Write::PutStep(s) => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO step_executions (run_id, step_id, attempt, step_index, status, input, output, \
-                 error, usage, meta, started_at, finished_at, run_attempt) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?
+            tx.prepare_cached(&format!(
+                "INSERT OR REPLACE INTO step_executions ({STEP_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            ))?
             .execute(params![
                 s.run_id,
                 s.step_id,

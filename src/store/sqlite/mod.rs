@@ -7,7 +7,7 @@ mod schema;
 
 use apply::apply_write;
 use rows::{
-    API_KEY_COLUMNS, DEFINITION_COLUMNS, HOOK_COLUMNS, RUN_COLUMNS, api_key_from_row,
+    API_KEY_COLUMNS, DEFINITION_COLUMNS, HOOK_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, api_key_from_row,
     definition_from_row, hook_from_row, run_from_row, step_from_row,
 };
 use schema::migrate;
@@ -323,10 +323,9 @@ impl Store for SqliteStore {
 
     fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT run_id, step_id, attempt, step_index, status, input, output, error, usage, meta, started_at, \
-                 finished_at, run_attempt FROM step_executions WHERE run_id = ?1 ORDER BY step_index, attempt",
-            )?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {STEP_COLUMNS} FROM step_executions WHERE run_id = ?1 ORDER BY step_index, attempt"
+            ))?;
             stmt.query_map(params![run_id], step_from_row)?.collect()
         })
     }
@@ -485,16 +484,6 @@ impl Store for SqliteStore {
                 })
             })
             .optional()
-        })
-    }
-
-    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
-        self.write(|c| {
-            c.execute(
-                "INSERT INTO api_keys (hash, workspace_id, prefix, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![key.hash, key.workspace_id, key.prefix, micros(key.created_at)],
-            )
-            .map(|_| ())
         })
     }
 

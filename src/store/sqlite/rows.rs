@@ -86,6 +86,9 @@ pub(super) fn hook_from_row(r: &Row<'_>) -> rusqlite::Result<HookRecord> {
     })
 }
 
+/// In the order `step_from_row` reads them.
+pub(super) const STEP_COLUMNS: &str = "run_id, step_id, attempt, step_index, status, input, output, error, usage, \
+     meta, started_at, finished_at, run_attempt";
 pub(super) const DEFINITION_COLUMNS: &str =
     "version_id, workspace_id, slug, version, label, hash, source, created_at";
 pub(super) const HOOK_COLUMNS: &str =

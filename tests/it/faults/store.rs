@@ -233,9 +233,6 @@ impl Store for FaultStore {
     fn hook(&self, token: &str) -> Result<Option<HookRecord>> {
         self.inner.hook(token)
     }
-    fn put_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
-        self.inner.put_api_key(key)
-    }
     fn trigger_state(&self, workspace_id: &str, name: &str) -> Result<Option<Value>> {
         self.inner.trigger_state(workspace_id, name)
     }
