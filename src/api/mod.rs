@@ -10,6 +10,7 @@ mod guard;
 mod history;
 mod hooks;
 mod openapi;
+mod ops;
 mod origin;
 mod runs;
 mod state;
@@ -21,7 +22,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
-use serde_json::json;
 
 pub use auth::{hash_key, new_key};
 pub use error::ApiError;
@@ -402,21 +402,56 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                 method: "GET",
                 path: "/healthz",
                 operation_id: "health",
-                summary: "Liveness and store check",
+                summary: "Liveness: the process and its scheduler answer (a store outage is reported in `store`, not failed: see /readyz)",
                 tag: "meta",
                 auth: false,
                 query: &[],
                 body: None,
                 responses: &[
-                    (200, "Healthy", "health"),
+                    (200, "Alive", "health"),
+                    (503, "The scheduler does not answer", ""),
+                ],
+            },
+            get(ops::healthz),
+        ),
+        (
+            Doc {
+                method: "GET",
+                path: "/readyz",
+                operation_id: "ready",
+                summary: "Readiness: the store is readable, its migrations are done, and it accepts commits",
+                tag: "meta",
+                auth: false,
+                query: &[],
+                body: None,
+                responses: &[
+                    (200, "Ready", "health"),
                     (
                         503,
-                        "The store cannot be read, or refuses commits (changes answer 503 until it recovers)",
+                        "The store cannot be read, its schema is not current, or it refuses commits (changes answer 503 until it recovers)",
                         "",
                     ),
                 ],
             },
-            get(healthz),
+            get(ops::readyz),
+        ),
+        (
+            Doc {
+                method: "GET",
+                path: "/metrics",
+                operation_id: "metrics",
+                summary: "Prometheus metrics (text format 0.0.4) of every workspace: an API key of the default workspace, or none with --metrics-public",
+                tag: "meta",
+                auth: true,
+                query: &[],
+                body: None,
+                responses: &[
+                    (200, "The metrics", "text"),
+                    E401,
+                    (403, "A key of another workspace than the default", ""),
+                ],
+            },
+            get(ops::metrics),
         ),
     ]
 }
@@ -432,19 +467,6 @@ pub fn openapi() -> serde_json::Value {
 
 async fn openapi_json() -> Response {
     axum::Json(openapi()).into_response()
-}
-
-async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    let store = state.engine.store().clone();
-    match tokio::task::spawn_blocking(move || store.run("wfrun_00000000000000000000000000000000"))
-        .await
-    {
-        Ok(Ok(_)) => match state.engine.store_error() {
-            None => axum::Json(json!({"status": "ok"})).into_response(),
-            Some(e) => ApiError::Unavailable(format!("{e}; reads still work")).into_response(),
-        },
-        _ => ApiError::Unavailable("the store cannot be read".into()).into_response(),
-    }
 }
 
 async fn not_found() -> ApiError {

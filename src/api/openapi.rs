@@ -17,7 +17,7 @@ pub struct Doc {
     /// A component name (a JSON object), `yaml` (a YAML or JSON media type), `json` (any JSON
     /// value), or `any` (any bytes, any Content-Type: webhooks from outside senders).
     pub body: Option<&'static str>,
-    /// (status, description, component name / `html` / `openapi`)
+    /// (status, description, component name / `html` / `text` / `openapi`)
     pub responses: &'static [(u16, &'static str, &'static str)],
 }
 
@@ -213,6 +213,8 @@ fn operation(d: &Doc) -> Value {
     for (code, description, schema) in d.responses {
         let content = if *schema == "html" {
             json!({"text/html": {"schema": {"type": "string"}}})
+        } else if *schema == "text" {
+            json!({"text/plain": {"schema": {"type": "string"}}})
         } else if *code >= 400 {
             json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}})
         } else if *schema == "openapi" || *schema == "health" {

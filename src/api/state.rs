@@ -19,6 +19,8 @@ pub struct AppState {
     pub prices: serde_json::Value,
     /// Browser origins besides the server's own that may send mutating requests.
     pub allowed_origins: Arc<Vec<Origin>>,
+    /// `/metrics` needs no API key (`--metrics-public`).
+    pub metrics_public: bool,
 }
 
 impl AppState {
@@ -33,7 +35,14 @@ impl AppState {
                 .and_then(|p| serde_json::from_str(&p).ok())
                 .unwrap_or(serde_json::Value::Null),
             allowed_origins: Arc::default(),
+            metrics_public: false,
         }
+    }
+
+    /// Serve `/metrics` without an API key (`--metrics-public`).
+    pub fn with_public_metrics(mut self, public: bool) -> Self {
+        self.metrics_public = public;
+        self
     }
 
     /// Let pages from these origins (besides the server's own) change things (`--allow-origin`).

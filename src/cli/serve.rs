@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Export each finished run's trace as OpenTelemetry spans (OTLP/HTTP JSON) to this endpoint.
     #[arg(long, env = "STEPWISE_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// Serve `/metrics` without an API key (for a scraper on a private network). Without it,
+    /// `/metrics` takes an API key of the default workspace.
+    #[arg(long, env = "STEPWISE_METRICS_PUBLIC")]
+    metrics_public: bool,
     #[command(flatten)]
     db: DbArgs,
 }
@@ -130,7 +134,8 @@ pub fn serve(args: &ServeArgs) -> Outcome {
                 args.public_url.clone(),
             )
             .with_triggers(triggers)
-            .with_allowed_origins(allowed_origins),
+            .with_allowed_origins(allowed_origins)
+            .with_public_metrics(args.metrics_public),
         );
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())

@@ -120,6 +120,7 @@ struct Inner {
     secrets: Arc<secrets::Secrets>,
     /// Why the store refuses commits, while it does.
     store_error: std::sync::Mutex<Option<String>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The engine handle: cheap to clone, safe to share.
@@ -177,6 +178,7 @@ impl Engine {
                 )),
                 config,
                 store_error: std::sync::Mutex::default(),
+                metrics: Arc::default(),
             }),
         }
     }
@@ -221,6 +223,11 @@ impl Engine {
     /// The secrets of every workspace; `redact` hides their values.
     pub fn secrets(&self) -> &secrets::Secrets {
         &self.inner.secrets
+    }
+
+    /// What `/metrics` renders.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -353,4 +353,10 @@ pub trait Store: Send + Sync + 'static {
     fn api_keys(&self) -> Result<Vec<ApiKeyInfo>>;
     /// Revoke a key; `false` when no such key exists or it was already revoked.
     fn revoke_api_key(&self, hash: &str, at: Timestamp) -> Result<bool>;
+
+    // Operations (issue 14): metrics, readiness.
+    /// Suspended runs by what they wait for, and timers already due at `now` (`/metrics`).
+    fn gauges(&self, now: Timestamp) -> Result<crate::metrics::StoredGauges>;
+    /// The store answers reads and its schema is the one this build expects (`/readyz`).
+    fn ready(&self) -> Result<()>;
 }

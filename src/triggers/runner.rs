@@ -208,7 +208,8 @@ impl Triggers {
         key: Option<String>,
         trigger: Value,
     ) -> Result<(RunRecord, bool)> {
-        self.engine
+        let r = self
+            .engine
             .create_run(CreateRun {
                 workspace_id: self.workspace_id.clone(),
                 definition: t.workflow.clone(),
@@ -216,7 +217,22 @@ impl Triggers {
                 idempotency_key: key,
                 trigger,
             })
-            .await
+            .await;
+        let m = self.engine.metrics();
+        let family = if r.is_ok() {
+            &m.trigger_firings
+        } else {
+            &m.trigger_errors
+        };
+        crate::metrics::Metrics::inc(family, self.trigger_labels(t));
+        r
+    }
+
+    fn trigger_labels(&self, t: &Trigger) -> crate::metrics::Labels {
+        vec![
+            ("trigger", t.name.clone()),
+            ("kind", t.source.kind().to_string()),
+        ]
     }
 
     // ----- schedules and polls --------------------------------------------------------------
@@ -326,6 +342,10 @@ impl Triggers {
                 }));
             }
             Err(e) => {
+                crate::metrics::Metrics::inc(
+                    &self.engine.metrics().trigger_errors,
+                    self.trigger_labels(t),
+                );
                 tracing::warn!(trigger = %t.name, "poll failed: {}", self.engine.secrets().redact_str(&e.to_string()));
                 next_state["lastError"] = json!(last_error_text(&e));
             }

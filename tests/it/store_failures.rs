@@ -119,8 +119,14 @@ async fn an_outage_refuses_changes_keeps_reads_reruns_nothing_and_recovers() {
     );
     let (status, body) = http(&base, "GET", &format!("/v1/workflow-runs/{id}"), None).await;
     assert_eq!(status, 200, "reads keep working: {body}");
-    let (status, body) = http(&base, "GET", "/healthz", None).await;
+    let (status, body) = http(&base, "GET", "/readyz", None).await;
     assert_eq!(status, 503, "{body}");
+    let (status, body) = http(&base, "GET", "/healthz", None).await;
+    assert_eq!(status, 200, "alive during an outage: {body}");
+    assert!(
+        body["store"].as_str().unwrap().contains("refuses"),
+        "{body}"
+    );
     assert!(r.engine.store_error().is_some());
 
     r.fault.heal();
@@ -128,7 +134,7 @@ async fn an_outage_refuses_changes_keeps_reads_reruns_nothing_and_recovers() {
     assert_eq!(done.status, RunStatus::Completed, "{done:?}");
     assert_eq!(done.output, Some(json!("done")));
     assert_eq!(r.server.seen().len(), 1, "the step ran once");
-    let (status, _) = http(&base, "GET", "/healthz", None).await;
+    let (status, _) = http(&base, "GET", "/readyz", None).await;
     assert_eq!(status, 200);
     assert!(r.engine.store_error().is_none());
 }

@@ -42,6 +42,8 @@ pub(super) struct Batch {
     pub pending_keys: HashMap<(String, String), String>,
     /// Children that finished in this batch: (parent run, parent step, the child as it ended).
     pub child_done: Vec<(String, String, RunRecord)>,
+    /// Metric updates, applied once the batch commits (`observe`).
+    pub facts: Vec<super::observe::Fact>,
 }
 
 impl Batch {

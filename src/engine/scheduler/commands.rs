@@ -101,6 +101,7 @@ impl Scheduler {
             None,
             json!({"trigger": rec.trigger, "definitionVersion": compiled.record.version}),
         );
+        self.count_run_created(&rec);
         self.batch.updates.push(Update {
             run_id: rec.id.clone(),
             status: rec.status,
@@ -207,6 +208,7 @@ impl Scheduler {
         });
         let data = error.map_or_else(|| json!({}), |e| json!({"error": e}));
         self.event(&run.rec.id, event, None, data);
+        self.count_run_finished(run);
         self.finished(run);
     }
 
@@ -253,6 +255,7 @@ impl Scheduler {
             None,
             json!({"attempt": run.rec.attempt}),
         );
+        self.count_run_retried(&run);
         self.batch.updates.push(Update {
             run_id: run_id.to_string(),
             status: run.rec.status,

@@ -101,11 +101,19 @@ impl Scheduler {
             touched,
             starts,
             aborts,
+            facts,
             ..
         } = batch;
         let writes = coalesce(writes);
-        match self.store.commit(&writes) {
+        let began = Instant::now();
+        let committed = self.store.commit(&writes);
+        self.engine
+            .metrics()
+            .commit_latency
+            .observe(began.elapsed().as_secs_f64());
+        match committed {
             Ok(()) => {
+                self.count_committed(writes.len(), facts);
                 self.outcomes.clear();
                 self.recovered();
                 for id in &touched {
@@ -167,6 +175,7 @@ impl Scheduler {
 
     fn note_failure(&mut self, e: &StoreError) {
         let message = format!("the store refuses commits: {e}");
+        self.engine.metrics().store_errors.inc();
         let (first, max) = (
             self.engine.config().commit_retry_first,
             self.engine.config().commit_retry_max,

@@ -81,6 +81,7 @@ impl Scheduler {
         rec.started_at.get_or_insert(now);
         rec.finished_at = Some(now);
         slot.record = Some(rec.clone());
+        self.count_step_done(run, i, &rec);
         self.write(Write::put_step(rec));
         self.event(
             &run.rec.id,
@@ -108,6 +109,7 @@ impl Scheduler {
         rec.started_at.get_or_insert(now);
         rec.finished_at = Some(now);
         slot.record = Some(rec.clone());
+        self.count_step_done(run, i, &rec);
         self.write(Write::put_step(rec));
         if was_waiting {
             // The attempt that made the hooks is over: they cannot resume a later one.
@@ -258,6 +260,7 @@ impl Scheduler {
             run_id: run.rec.id.clone(),
         });
         self.event(&run.rec.id, EventKind::RunCompleted, None, json!({}));
+        self.count_run_finished(run);
         self.finished(run);
     }
 }

@@ -10,7 +10,8 @@
 //! Files: `batch` (what one commit carries), `commit` (flush, store failures), `load`
 //! (loading, recovery, eviction), `commands` and `resume` (what callers ask), `start` (one
 //! starter per step kind), `finish` (outcomes, run status), `children` (`workflow` steps),
-//! `timers` (the timer queue), `policy` (retries, backoff, limits).
+//! `timers` (the timer queue), `policy` (retries, backoff, limits), `observe` (metrics of
+//! what a batch committed).
 
 mod batch;
 mod children;
@@ -18,6 +19,7 @@ mod commands;
 mod commit;
 mod finish;
 mod load;
+mod observe;
 mod policy;
 mod resume;
 mod start;

@@ -264,7 +264,9 @@ impl Scheduler {
             run.rec.started_at = Some(now);
             run.dirty = true;
             self.event(&run.rec.id, EventKind::RunStarted, None, json!({}));
+            self.count_run_started(run, now);
         }
+        self.count_step_attempt(run, i);
         let mut rec = run.blank_record(i);
         rec.status = StepStatus::Running;
         rec.input = input.map(|v| self.secrets.redact(&v));

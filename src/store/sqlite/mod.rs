@@ -2,6 +2,7 @@
 //! This module is the only place that knows SQL.
 
 mod apply;
+mod ops;
 mod rows;
 mod schema;
 
@@ -172,6 +173,14 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn gauges(&self, now: Timestamp) -> Result<crate::metrics::StoredGauges> {
+        self.read_gauges(now)
+    }
+
+    fn ready(&self) -> Result<()> {
+        self.check_ready()
+    }
+
     fn probe(&self) -> Result<()> {
         self.write(|c| {
             c.execute(

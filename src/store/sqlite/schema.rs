@@ -128,7 +128,19 @@ CREATE TABLE probe (
     at INTEGER NOT NULL
 );
 "#,
+    // Operations (issue 14): `/metrics` counts suspended runs across workspaces.
+    r#"
+CREATE INDEX runs_by_status_only ON runs (status);
+"#,
 ];
+
+/// Whether every migration this build knows is applied (`/readyz`).
+pub(super) fn current(conn: &Connection) -> Result<bool> {
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_err)?;
+    Ok(usize::try_from(v).unwrap_or(0) == MIGRATIONS.len())
+}
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
     let current: i64 = conn

@@ -267,6 +267,12 @@ impl Store for FaultStore {
     fn revoke_api_key(&self, hash: &str, at: Timestamp) -> Result<bool> {
         self.inner.revoke_api_key(hash, at)
     }
+    fn gauges(&self, now: Timestamp) -> Result<stepwise::metrics::StoredGauges> {
+        self.inner.gauges(now)
+    }
+    fn ready(&self) -> Result<()> {
+        self.inner.ready()
+    }
 }
 
 #[test]

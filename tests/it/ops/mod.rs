@@ -1,0 +1,3 @@
+//! Operations (issue 14): `/metrics`, `/healthz`, `/readyz`, bulk actions, failure alerts.
+
+mod metrics;
