@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod builtins;
+pub mod bulk;
 pub mod cli;
 pub mod clock;
 pub mod compile;

@@ -2,6 +2,7 @@
 //! is listed once in `routes()`, with its documentation, so `/openapi.json` cannot drift.
 
 mod auth;
+mod bulk;
 mod definitions;
 mod envelope;
 mod error;
@@ -232,6 +233,43 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                 responses: &[(200, "Running again", "Run"), E401, E404, E409],
             },
             post(runs::retry),
+        ),
+        (
+            Doc {
+                method: "POST",
+                path: "/v1/workflow-runs/bulk",
+                operation_id: "bulkRuns",
+                summary: "Cancel or retry every run a filter selects: a dry run answers the count; otherwise a tracked operation acting in batches (202, Location: the operation)",
+                tag: "runs",
+                auth: true,
+                query: &[],
+                body: Some("BulkRequest"),
+                responses: &[
+                    (
+                        200,
+                        "Dry run: how many runs the action would act on",
+                        "BulkCount",
+                    ),
+                    (202, "Started", "BulkOperation"),
+                    E400,
+                    E401,
+                ],
+            },
+            post(bulk::start),
+        ),
+        (
+            Doc {
+                method: "GET",
+                path: "/v1/workflow-runs/bulk/{id}",
+                operation_id: "getBulkOperation",
+                summary: "A bulk operation's progress",
+                tag: "runs",
+                auth: true,
+                query: &[],
+                body: None,
+                responses: &[(200, "The operation", "BulkOperation"), E401, E404],
+            },
+            get(bulk::get),
         ),
         (
             Doc {

@@ -109,6 +109,48 @@ fn components() -> Value {
                     "attempts": {"type": "array", "items": {"type": "object"}}
                 }
             },
+            "BulkRequest": {
+                "type": "object",
+                "required": ["action"],
+                "additionalProperties": false,
+                "properties": {
+                    "action": {"type": "string", "enum": ["cancel", "retry"]},
+                    "filter": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": {
+                            "status": status,
+                            "definitionId": {"type": "string", "minLength": 1},
+                            "from": ts,
+                            "to": ts
+                        }
+                    },
+                    "dryRun": {"type": "boolean"}
+                }
+            },
+            "BulkCount": {
+                "type": "object",
+                "properties": {"action": {"type": "string"}, "filter": {"type": "object"}, "dryRun": {"const": true}, "count": {"type": "integer"}}
+            },
+            "BulkOperation": {
+                "type": "object",
+                "required": ["id", "action", "status", "total", "processed"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^bulk_"},
+                    "action": {"type": "string", "enum": ["cancel", "retry"]},
+                    "filter": {"type": "object"},
+                    "status": {"type": "string", "enum": ["RUNNING", "COMPLETED"]},
+                    "total": {"type": "integer"},
+                    "processed": {"type": "integer"},
+                    "succeeded": {"type": "integer"},
+                    "skipped": {"type": "integer", "description": "Runs no longer in a state the action applies to"},
+                    "failed": {"type": "integer"},
+                    "errors": {"type": "array", "items": {"type": "object"}},
+                    "createdAt": ts,
+                    "updatedAt": ts,
+                    "finishedAt": nullable_ts
+                }
+            },
             "CreateRun": {
                 "type": "object",
                 "required": ["definitionId"],

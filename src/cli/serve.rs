@@ -117,6 +117,11 @@ pub fn serve(args: &ServeArgs) -> Outcome {
                 }
             });
         }
+        match crate::bulk::resume(&engine).await {
+            Ok(0) => {}
+            Ok(n) => eprintln!("resumed {n} unfinished bulk operation(s)"),
+            Err(e) => eprintln!("error: cannot resume bulk operations: {e}"),
+        }
         if let Some(age) = retention {
             crate::history::spawn_retention(engine.clone(), age);
         }

@@ -290,6 +290,30 @@ pub struct RunQuery {
     pub page_size: u64,
 }
 
+/// Runs a bulk operation acts on (`count_runs`, `select_runs`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSelection {
+    pub workspace_id: String,
+    /// Any of these (never empty).
+    pub statuses: Vec<RunStatus>,
+    /// A slug or an exact version id.
+    pub definition: Option<String>,
+    /// Created at or after.
+    pub from: Option<Timestamp>,
+    /// Created before.
+    pub to: Option<Timestamp>,
+}
+
+/// A bulk operation on runs: its progress is `state` (JSON, owned by `crate::bulk`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkRecord {
+    /// `bulk_…`.
+    pub id: String,
+    pub workspace_id: String,
+    pub finished: bool,
+    pub state: Value,
+}
+
 /// The store interface. Implementations must make each `commit` atomic and durable.
 pub trait Store: Send + Sync + 'static {
     fn commit(&self, writes: &[Write]) -> Result<()>;
@@ -359,4 +383,19 @@ pub trait Store: Send + Sync + 'static {
     fn gauges(&self, now: Timestamp) -> Result<crate::metrics::StoredGauges>;
     /// The store answers reads and its schema is the one this build expects (`/readyz`).
     fn ready(&self) -> Result<()>;
+
+    // Bulk operations (issue 14).
+    fn count_runs(&self, s: &RunSelection) -> Result<u64>;
+    /// Up to `limit` runs of the selection created after `after` (created_at, id), oldest
+    /// first, as (created_at, id): a cursor that acting on runs does not disturb.
+    fn select_runs(
+        &self,
+        s: &RunSelection,
+        after: Option<&(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, String)>>;
+    /// Insert or replace.
+    fn put_bulk(&self, op: &BulkRecord) -> Result<()>;
+    fn bulk(&self, id: &str) -> Result<Option<BulkRecord>>;
+    fn unfinished_bulks(&self) -> Result<Vec<BulkRecord>>;
 }

@@ -6,6 +6,7 @@
 //! engine here until every step it started is committed; it says which on stderr.
 
 mod backend;
+mod bulk;
 mod catalog;
 mod print;
 mod runs;

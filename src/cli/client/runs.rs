@@ -83,11 +83,15 @@ enum RunsCommand {
         #[arg(long)]
         wait: bool,
     },
-    /// Cancel a run.
-    #[command(override_usage = "stepwise runs cancel [WORKFLOW] <RUN_ID>")]
+    /// Cancel a run, or every run a filter selects (--filter, see --dry-run).
+    #[command(
+        override_usage = "stepwise runs cancel [WORKFLOW] <RUN_ID>\n       stepwise runs cancel --filter KEY=VALUE... [--dry-run]"
+    )]
     Cancel {
+        #[arg(value_name = "RUN_ID", num_args = 1..=2, required_unless_present = "filter")]
+        ids: Vec<String>,
         #[command(flatten)]
-        run: RunRef,
+        bulk: super::bulk::BulkArgs,
     },
     /// Resume a run: a signal (--signal, --payload) or an approval (--step, --input).
     #[command(
@@ -107,11 +111,15 @@ enum RunsCommand {
         #[arg(long, requires = "step")]
         input: Option<String>,
     },
-    /// Retry a FAILED run from its failed step.
-    #[command(override_usage = "stepwise runs retry [WORKFLOW] <RUN_ID>")]
+    /// Retry a FAILED run from its failed step, or every FAILED run a filter selects.
+    #[command(
+        override_usage = "stepwise runs retry [WORKFLOW] <RUN_ID>\n       stepwise runs retry --filter KEY=VALUE... [--dry-run]"
+    )]
     Retry {
+        #[arg(value_name = "RUN_ID", num_args = 1..=2, required_unless_present = "filter")]
+        ids: Vec<String>,
         #[command(flatten)]
-        run: RunRef,
+        bulk: super::bulk::BulkArgs,
     },
     /// A run's pending hooks: their tokens and resume URLs.
     #[command(override_usage = "stepwise runs hooks [WORKFLOW] <RUN_ID>")]
@@ -139,13 +147,16 @@ impl RunsCommand {
         }
     }
 
-    fn run_ref(&self) -> Option<&RunRef> {
+    fn run_ref(&self) -> Option<RunRef> {
         match self {
             RunsCommand::Get { run, .. }
-            | RunsCommand::Cancel { run }
             | RunsCommand::Resume { run, .. }
-            | RunsCommand::Retry { run }
-            | RunsCommand::Hooks { run } => Some(run),
+            | RunsCommand::Hooks { run } => Some(RunRef {
+                ids: run.ids.clone(),
+            }),
+            RunsCommand::Cancel { ids, .. } | RunsCommand::Retry { ids, .. } => {
+                (!ids.is_empty()).then(|| RunRef { ids: ids.clone() })
+            }
             RunsCommand::List { .. } | RunsCommand::Start { .. } => None,
         }
     }
@@ -245,16 +256,22 @@ fn request(args: &RunsArgs) -> Result<(&'static str, String, Option<Value>), Str
             )
         }
         RunsCommand::Get { run, include, wait } => ("GET", get_path(run, include, *wait), None),
-        RunsCommand::Cancel { run } => (
-            "POST",
-            format!("/v1/workflow-runs/{}/cancel", path_segment(run.id())),
-            None,
-        ),
-        RunsCommand::Retry { run } => (
-            "POST",
-            format!("/v1/workflow-runs/{}/retry", path_segment(run.id())),
-            None,
-        ),
+        RunsCommand::Cancel { ids, bulk } | RunsCommand::Retry { ids, bulk } => {
+            let action = if matches!(args.command, RunsCommand::Cancel { .. }) {
+                "cancel"
+            } else {
+                "retry"
+            };
+            if !bulk.filter.is_empty() {
+                return Ok(("POST", super::bulk::PATH.into(), Some(bulk.body(action)?)));
+            }
+            let id = ids.last().map_or("", String::as_str);
+            (
+                "POST",
+                format!("/v1/workflow-runs/{}/{action}", path_segment(id)),
+                None,
+            )
+        }
         RunsCommand::Hooks { run } => (
             "GET",
             format!("/v1/workflow-runs/{}/hooks", path_segment(run.id())),
@@ -312,9 +329,12 @@ pub fn runs(args: &RunsArgs) -> Outcome {
         let run = args.command.run_ref();
         // `get` checks the workflow on the run it fetches anyway.
         if let Some(run) = run.filter(|_| !matches!(args.command, RunsCommand::Get { .. }))
-            && let Some(outcome) = check_workflow(&backend, run).await?
+            && let Some(outcome) = check_workflow(&backend, &run).await?
         {
             return Ok(outcome);
+        }
+        if path == super::bulk::PATH {
+            return super::bulk::run(&backend, body, o).await;
         }
         let reply = backend
             .call(

@@ -181,6 +181,31 @@ impl Store for SqliteStore {
         self.check_ready()
     }
 
+    fn count_runs(&self, s: &super::RunSelection) -> Result<u64> {
+        self.count_selected(s)
+    }
+
+    fn select_runs(
+        &self,
+        s: &super::RunSelection,
+        after: Option<&(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, String)>> {
+        self.select(s, after, limit)
+    }
+
+    fn put_bulk(&self, op: &super::BulkRecord) -> Result<()> {
+        self.write_bulk(op)
+    }
+
+    fn bulk(&self, id: &str) -> Result<Option<super::BulkRecord>> {
+        self.read_bulk(id)
+    }
+
+    fn unfinished_bulks(&self) -> Result<Vec<super::BulkRecord>> {
+        self.read_unfinished_bulks()
+    }
+
     fn probe(&self) -> Result<()> {
         self.write(|c| {
             c.execute(

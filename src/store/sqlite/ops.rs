@@ -1,11 +1,14 @@
-//! Reads for operations: `/metrics` gauges and `/readyz`.
+//! Operations: `/metrics` gauges, `/readyz`, and bulk operations (their selections of runs
+//! and their progress rows).
 
 use jiff::Timestamp;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
 
-use super::{SqliteStore, micros, schema};
+use super::{SqliteStore, micros, parse_json, schema, ts};
 use crate::metrics::StoredGauges;
-use crate::store::{Result, StoreError};
+use crate::model::DEFINITION_PREFIX;
+use crate::store::{BulkRecord, Result, RunSelection, StoreError};
 
 impl SqliteStore {
     pub(super) fn read_gauges(&self, now: Timestamp) -> Result<StoredGauges> {
@@ -48,5 +51,126 @@ impl SqliteStore {
                 "the database schema is not the one this build expects (migrations pending or newer)".into(),
             ))
         }
+    }
+}
+
+/// `WHERE` text and arguments of a selection.
+fn selection(s: &RunSelection) -> (String, Vec<rusqlite::types::Value>) {
+    let mut args: Vec<rusqlite::types::Value> = vec![s.workspace_id.clone().into()];
+    let statuses = s
+        .statuses
+        .iter()
+        .map(|st| {
+            args.push(st.as_str().to_string().into());
+            format!("?{}", args.len())
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut filter = format!("workspace_id = ?1 AND status IN ({statuses})");
+    if let Some(d) = &s.definition {
+        args.push(d.clone().into());
+        let column = if d.starts_with(DEFINITION_PREFIX) {
+            "definition_id"
+        } else {
+            "definition_slug"
+        };
+        filter.push_str(&format!(" AND {column} = ?{}", args.len()));
+    }
+    if let Some(from) = s.from {
+        args.push(micros(from).into());
+        filter.push_str(&format!(" AND created_at >= ?{}", args.len()));
+    }
+    if let Some(to) = s.to {
+        args.push(micros(to).into());
+        filter.push_str(&format!(" AND created_at < ?{}", args.len()));
+    }
+    (filter, args)
+}
+
+fn bulk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BulkRecord> {
+    Ok(BulkRecord {
+        id: r.get(0)?,
+        workspace_id: r.get(1)?,
+        finished: r.get::<_, i64>(2)? != 0,
+        state: parse_json(Some(r.get(3)?))?.unwrap_or(Value::Null),
+    })
+}
+
+impl SqliteStore {
+    pub(super) fn count_selected(&self, s: &RunSelection) -> Result<u64> {
+        if s.statuses.is_empty() {
+            return Ok(0);
+        }
+        let (filter, args) = selection(s);
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT COUNT(*) FROM runs WHERE {filter}"),
+                rusqlite::params_from_iter(args.iter()),
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
+    pub(super) fn select(
+        &self,
+        s: &RunSelection,
+        after: Option<&(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, String)>> {
+        if s.statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut filter, mut args) = selection(s);
+        if let Some((at, id)) = after {
+            args.push(micros(*at).into());
+            let n = args.len();
+            args.push(id.clone().into());
+            filter.push_str(&format!(
+                " AND (created_at > ?{n} OR (created_at = ?{n} AND id > ?{}))",
+                n + 1
+            ));
+        }
+        args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        let n = args.len();
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT created_at, id FROM runs WHERE {filter} ORDER BY created_at, id LIMIT ?{n}"
+            ))?;
+            stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok((ts(r.get(0)?), r.get(1)?))
+            })?
+            .collect()
+        })
+    }
+
+    pub(super) fn write_bulk(&self, op: &BulkRecord) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO bulk_operations (id, workspace_id, finished, state) VALUES (?1, ?2, ?3, ?4)",
+                params![op.id, op.workspace_id, i64::from(op.finished), op.state.to_string()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub(super) fn read_bulk(&self, id: &str) -> Result<Option<BulkRecord>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, workspace_id, finished, state FROM bulk_operations WHERE id = ?1",
+                params![id],
+                bulk_from_row,
+            )
+            .optional()
+        })
+    }
+
+    pub(super) fn read_unfinished_bulks(&self) -> Result<Vec<BulkRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, workspace_id, finished, state FROM bulk_operations WHERE finished = 0 ORDER BY id",
+            )?;
+            stmt.query_map([], bulk_from_row)?.collect()
+        })
     }
 }

@@ -131,6 +131,13 @@ CREATE TABLE probe (
     // Operations (issue 14): `/metrics` counts suspended runs across workspaces.
     r#"
 CREATE INDEX runs_by_status_only ON runs (status);
+CREATE TABLE bulk_operations (
+    id           TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    finished     INTEGER NOT NULL,
+    state        TEXT NOT NULL
+);
+CREATE INDEX bulk_unfinished ON bulk_operations (finished) WHERE finished = 0;
 "#,
 ];
 

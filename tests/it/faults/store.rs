@@ -273,6 +273,26 @@ impl Store for FaultStore {
     fn ready(&self) -> Result<()> {
         self.inner.ready()
     }
+    fn count_runs(&self, s: &stepwise::store::RunSelection) -> Result<u64> {
+        self.inner.count_runs(s)
+    }
+    fn select_runs(
+        &self,
+        s: &stepwise::store::RunSelection,
+        after: Option<&(Timestamp, String)>,
+        limit: usize,
+    ) -> Result<Vec<(Timestamp, String)>> {
+        self.inner.select_runs(s, after, limit)
+    }
+    fn put_bulk(&self, op: &stepwise::store::BulkRecord) -> Result<()> {
+        self.inner.put_bulk(op)
+    }
+    fn bulk(&self, id: &str) -> Result<Option<stepwise::store::BulkRecord>> {
+        self.inner.bulk(id)
+    }
+    fn unfinished_bulks(&self) -> Result<Vec<stepwise::store::BulkRecord>> {
+        self.inner.unfinished_bulks()
+    }
 }
 
 #[test]

@@ -1,3 +1,4 @@
 //! Operations (issue 14): `/metrics`, `/healthz`, `/readyz`, bulk actions, failure alerts.
 
+mod bulk;
 mod metrics;
