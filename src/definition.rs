@@ -123,6 +123,12 @@ pub struct WaitStep {
 pub struct ExternalEventStep {
     pub signal: String,
     pub schema: Option<Value>,
+    /// A template rendered when the step starts: signals sent with this value reach it
+    /// (`POST /v1/signals`, webhook triggers with `signal:`).
+    pub correlate: Option<String>,
+    /// How long before the step starts a correlated signal may have arrived and still be
+    /// consumed by it (a duration; default: no buffering).
+    pub buffer: Option<String>,
 }
 
 impl Definition {

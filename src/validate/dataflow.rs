@@ -414,6 +414,21 @@ enum Lookup<'a> {
     Missing(Vec<String>),
 }
 
+/// The first of `path`'s fields `schema` cannot have: its index and the fields the schema
+/// declares there. `None` when the path may exist (or the schema says nothing definite).
+pub fn missing_field(schema: &Value, path: &[&str]) -> Option<(usize, Vec<String>)> {
+    let mut at = schema;
+    for (i, field) in path.iter().enumerate() {
+        match step_into(schema, at, field) {
+            Lookup::Field(next) => at = next,
+            Lookup::Unknown => return None,
+            Lookup::Null => return Some((i, Vec::new())),
+            Lookup::Missing(known) => return Some((i, known)),
+        }
+    }
+    None
+}
+
 /// One step down a schema by property name. Objects with `properties` are taken as closed
 /// unless `additionalProperties` or `patternProperties` open them.
 fn step_into<'a>(root: &'a Value, schema: &'a Value, field: &str) -> Lookup<'a> {

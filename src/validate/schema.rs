@@ -69,7 +69,7 @@ pub fn type_fields(step_type: &str) -> &'static [&'static str] {
         ],
         "approval" => &["message", "options"],
         "wait" => &["duration", "until"],
-        "external_event" => &["signal", "schema"],
+        "external_event" => &["signal", "schema", "correlate", "buffer"],
         _ => &[],
     }
 }

@@ -56,7 +56,19 @@ pub fn check(def: &Definition, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {
             }
             StepKind::Agent(a) => json_schema(a.output.as_ref(), &step.field("output"), spans, out),
             StepKind::ExternalEvent(e) => {
-                json_schema(e.schema.as_ref(), &step.field("schema"), spans, out)
+                json_schema(e.schema.as_ref(), &step.field("schema"), spans, out);
+                duration_at(e.buffer.as_deref(), &step.field("buffer"), spans, out);
+                if e.buffer.is_some() && e.correlate.is_none() {
+                    out.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            spans.key(&step.field("buffer")),
+                            "`buffer` keeps correlated signals, but this step has no `correlate`",
+                        )
+                        .with_label("nothing to match")
+                        .with_help("add e.g. `correlate: \"{{ input.orderId }}\"`"),
+                    );
+                }
             }
             StepKind::Invalid => {}
         }

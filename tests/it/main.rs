@@ -14,6 +14,7 @@ mod hardening;
 mod lint_corpus;
 mod serve;
 mod server;
+mod signals;
 mod store_failures;
 mod trigger_faults;
 mod triggers;

@@ -309,6 +309,10 @@ impl Scheduler {
                 let _ = reply.send(Err(err()));
                 None
             }
+            Command::Signal { reply, .. } => {
+                let _ = reply.send(Err(err()));
+                None
+            }
             other => Some(other),
         }
     }

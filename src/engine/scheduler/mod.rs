@@ -9,7 +9,7 @@
 //!
 //! Files: `batch` (what one commit carries), `commit` (flush, store failures), `load`
 //! (loading, recovery, eviction), `commands` and `resume` (what callers ask), `start` (one
-//! starter per step kind), `finish` (outcomes, run status), `children` (`workflow` steps),
+//! starter per step kind), `signals` (routing by correlation, buffered signals), `finish` (outcomes, run status), `children` (`workflow` steps),
 //! `timers` (the timer queue), `policy` (retries, backoff, limits).
 
 mod batch;
@@ -20,6 +20,7 @@ mod finish;
 mod load;
 mod policy;
 mod resume;
+mod signals;
 mod start;
 mod timers;
 
@@ -219,6 +220,15 @@ impl Scheduler {
                 reply,
             } => {
                 let r = self.retry(&workspace_id, &run_id);
+                self.batch.reply(reply, r);
+            }
+            Command::Signal {
+                req,
+                buffer,
+                compiled,
+                reply,
+            } => {
+                let r = self.route_signal(req, buffer, compiled);
                 self.batch.reply(reply, r);
             }
             Command::Shutdown { reply } => self.shutdown = Some(reply),
