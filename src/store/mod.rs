@@ -395,6 +395,13 @@ pub trait Store: Send + Sync + 'static {
         signal_type: &str,
         correlation: &str,
     ) -> Result<Vec<HookRecord>>;
+    /// When runs of a workflow started, at or after `since` (a rate window after a restart).
+    fn run_starts_since(
+        &self,
+        workspace_id: &str,
+        slug: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>>;
     /// Buffered signals of this type and correlation value not yet consumed and not expired
     /// at `now`, oldest first.
     fn buffered_signals(

@@ -76,6 +76,9 @@ pub fn check(def: &Definition, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {
     }
     json_schema(def.input.as_ref(), "/input", spans, out);
     json_schema(def.output.as_ref(), "/output", spans, out);
+    if let Some(r) = &def.rate {
+        duration_at(Some(&r.per), "/rate/per", spans, out);
+    }
 }
 
 fn step_ids(def: &Definition, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {

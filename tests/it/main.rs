@@ -11,6 +11,7 @@ mod exec;
 mod faults;
 mod fuzz;
 mod hardening;
+mod limits;
 mod lint_corpus;
 mod serve;
 mod server;

@@ -131,6 +131,8 @@ impl Scheduler {
                 for id in &touched {
                     self.advance(id);
                 }
+                // Runs that finished or began waiting freed slots.
+                self.drain_limits();
                 self.evict(&touched);
                 true
             }

@@ -10,13 +10,15 @@
 //! Files: `batch` (what one commit carries), `commit` (flush, store failures), `load`
 //! (loading, recovery, eviction), `commands` and `resume` (what callers ask), `start` (one
 //! starter per step kind), `signals` (routing by correlation, buffered signals), `finish` (outcomes, run status), `children` (`workflow` steps),
-//! `timers` (the timer queue), `policy` (retries, backoff, limits).
+//! `timers` (the timer queue), `policy` (retries, backoff, limits), `limits` (concurrency
+//! and rate limits: queues of PENDING runs and of steps waiting for a slot).
 
 mod batch;
 mod children;
 mod commands;
 mod commit;
 mod finish;
+mod limits;
 mod load;
 mod policy;
 mod resume;
@@ -84,6 +86,7 @@ pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> sup
                 shutdown: None,
                 idle: Vec::new(),
                 secrets,
+                limits: limits::Limits::default(),
             };
             rt.block_on(s.run());
         })
@@ -111,6 +114,7 @@ struct Scheduler {
     /// Callers of `Engine::until_idle`.
     idle: Vec<tokio::sync::oneshot::Sender<()>>,
     secrets: Arc<Secrets>,
+    limits: limits::Limits,
 }
 
 impl Scheduler {
@@ -134,6 +138,8 @@ impl Scheduler {
             if self.failing.is_none() {
                 // Timers fire only on a committed state, so a stored row can vouch for each.
                 self.fire_timers();
+                // Rate windows open with time, not with commits.
+                self.drain_limits();
                 if self.batch.is_empty()
                     && !self.idle.is_empty()
                     && self.active.values().all(|r| r.tasks.is_empty())

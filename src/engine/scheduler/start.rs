@@ -20,12 +20,19 @@ impl Scheduler {
         let Some(mut run) = self.active.remove(id) else {
             return;
         };
+        if run.rec.status == RunStatus::Pending && !self.admit_run(&run) {
+            // Stays PENDING, queued: `drain_limits` advances it when a slot frees.
+            self.active.insert(id.to_string(), run);
+            return;
+        }
         if !run.rec.status.is_terminal() {
             for i in run.ready() {
                 if run.rec.status.is_terminal() {
                     break;
                 }
-                self.start(&mut run, i);
+                if self.admit_step(&run, i) {
+                    self.start(&mut run, i);
+                }
             }
             self.refresh(&mut run);
         }

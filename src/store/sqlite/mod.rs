@@ -597,6 +597,15 @@ impl Store for SqliteStore {
         signals::hooks_by_correlation(self, workspace_id, signal_type, correlation)
     }
 
+    fn run_starts_since(
+        &self,
+        workspace_id: &str,
+        slug: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>> {
+        signals::run_starts_since(self, workspace_id, slug, since)
+    }
+
     fn buffered_signals(
         &self,
         workspace_id: &str,

@@ -1,3 +1,5 @@
+//! Correlated signals and the rate window of run starts.
+//!
 //! Correlated signals: the waiting steps a signal reaches and the signals kept for steps
 //! not started yet. Both reads go through partial indexes on (workspace, signal type,
 //! correlation), so routing costs the same with 10 or 100,000 waiting runs.
@@ -72,4 +74,22 @@ pub(super) fn delete_expired(
     tx.prepare_cached("DELETE FROM buffered_signals WHERE expires_at < ?1")?
         .execute(params![micros(before)])?;
     Ok(())
+}
+
+pub(super) fn run_starts_since(
+    store: &SqliteStore,
+    workspace_id: &str,
+    slug: &str,
+    since: Timestamp,
+) -> Result<Vec<Timestamp>> {
+    store.read(|c| {
+        let mut stmt = c.prepare_cached(
+            "SELECT started_at FROM runs WHERE workspace_id = ?1 AND definition_slug = ?2 \
+             AND started_at >= ?3 ORDER BY started_at",
+        )?;
+        stmt.query_map(params![workspace_id, slug, micros(since)], |r| {
+            Ok(ts(r.get(0)?))
+        })?
+        .collect()
+    })
 }

@@ -254,6 +254,14 @@ impl Store for FaultStore {
         self.inner
             .hooks_by_correlation(workspace_id, signal_type, correlation)
     }
+    fn run_starts_since(
+        &self,
+        workspace_id: &str,
+        slug: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>> {
+        self.inner.run_starts_since(workspace_id, slug, since)
+    }
     fn buffered_signals(
         &self,
         workspace_id: &str,
