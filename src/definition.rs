@@ -20,7 +20,25 @@ pub struct Definition {
     pub output: Option<Value>,
     /// Template mapping that builds the result.
     pub result: Option<Value>,
+    /// At most `limit` runs RUNNING per rendered `key`; the others stay PENDING, in order.
+    pub concurrency: Option<Concurrency>,
+    /// At most `limit` run starts per `per`.
+    pub rate: Option<Rate>,
     pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Concurrency {
+    pub limit: u32,
+    /// A template over `input`; without it every run of the workflow shares one key.
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Rate {
+    pub limit: u32,
+    /// A duration, e.g. `1m`.
+    pub per: String,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +52,9 @@ pub struct Step {
     pub when: Option<When>,
     pub retry: Option<Retry>,
     pub timeout: Option<String>,
+    /// At most this many attempts of this step RUNNING at once, over every run of the
+    /// workflow; further ready attempts wait (PENDING) in order.
+    pub concurrency: Option<u32>,
     pub kind: StepKind,
 }
 
@@ -123,6 +144,12 @@ pub struct WaitStep {
 pub struct ExternalEventStep {
     pub signal: String,
     pub schema: Option<Value>,
+    /// A template rendered when the step starts: signals sent with this value reach it
+    /// (`POST /v1/signals`, webhook triggers with `signal:`).
+    pub correlate: Option<String>,
+    /// How long before the step starts a correlated signal may have arrived and still be
+    /// consumed by it (a duration; default: no buffering).
+    pub buffer: Option<String>,
 }
 
 impl Definition {
@@ -149,6 +176,8 @@ impl Definition {
             input: doc.get("input").cloned(),
             output: doc.get("output").cloned(),
             result: doc.get("result").cloned(),
+            concurrency: doc.get("concurrency").and_then(decode),
+            rate: doc.get("rate").and_then(decode),
             steps,
         }
     }
@@ -192,6 +221,7 @@ impl Step {
             when: v.get("when").and_then(decode),
             retry: v.get("retry").and_then(decode),
             timeout: v.get("timeout").and_then(Value::as_str).map(str::to_string),
+            concurrency: v.get("concurrency").and_then(decode),
             kind,
         }
     }

@@ -146,7 +146,8 @@ pub fn step_sites(step: &Step) -> Vec<Site> {
         }
         StepKind::Approval(a) => field("message", &Some(a.message.clone())),
         StepKind::Wait(w) => field("until", &w.until),
-        StepKind::ExternalEvent(_) | StepKind::Invalid => {}
+        StepKind::ExternalEvent(e) => field("correlate", &e.correlate),
+        StepKind::Invalid => {}
     }
     out
 }

@@ -14,6 +14,7 @@ mod openapi;
 mod ops;
 mod origin;
 mod runs;
+mod signals;
 mod state;
 mod triggers;
 mod views;
@@ -288,6 +289,20 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                 responses: &[(200, "Hooks", "Hook[]"), E401, E404],
             },
             get(runs::hooks),
+        ),
+        (
+            Doc {
+                method: "POST",
+                path: "/v1/signals",
+                operation_id: "sendSignal",
+                summary: "Deliver a signal to every run whose external_event step waits for this signalType and correlate value; with none waiting it is kept for steps with `buffer`",
+                tag: "runs",
+                auth: true,
+                query: &[],
+                body: Some("SendSignal"),
+                responses: &[(200, "The runs it reached", "SignalResult"), E400, E401],
+            },
+            post(signals::send),
         ),
         (
             Doc {

@@ -172,6 +172,26 @@ fn components() -> Value {
                     "input": {}
                 }
             },
+            "SendSignal": {
+                "type": "object",
+                "required": ["signalType", "correlate"],
+                "additionalProperties": false,
+                "properties": {
+                    "signalType": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "correlate": {"type": ["string", "number"], "description": "Compared with the rendered `correlate` of waiting external_event steps."},
+                    "payload": {"type": "object", "description": "Validated against each reached step's schema (defaults to {})."}
+                }
+            },
+            "SignalResult": {
+                "type": "object",
+                "required": ["signalType", "correlate", "reached", "buffered"],
+                "properties": {
+                    "signalType": {"type": "string"},
+                    "correlate": {"type": "string"},
+                    "reached": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
+                    "buffered": {"type": "boolean", "description": "No step waited; the signal is kept for a step with `buffer` that starts later."}
+                }
+            },
             "Definition": {
                 "type": "object",
                 "required": ["id", "definitionId", "version"],

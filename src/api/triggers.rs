@@ -30,16 +30,28 @@ pub async fn webhook(
                 .map(|v| (k.as_str().to_ascii_lowercase(), v.to_string()))
         })
         .collect();
-    let (run, created) = triggers.webhook(&endpoint, &headers, &body).await?;
-    let status = if created {
+    let out = triggers.webhook(&endpoint, &headers, &body).await?;
+    let mut data = serde_json::Map::new();
+    let mut accepted = false;
+    if let Some((run, created)) = &out.run {
+        data.insert("runId".into(), json!(run.id));
+        data.insert("status".into(), json!(run.status));
+        data.insert("created".into(), json!(created));
+        accepted |= *created;
+    }
+    if let Some((signal_type, correlate, o)) = &out.signal {
+        data.insert(
+            "signal".into(),
+            super::signals::outcome(signal_type, correlate, o),
+        );
+        accepted |= !o.reached.is_empty() || o.buffered;
+    }
+    let status = if accepted {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok(ok(
-        status,
-        json!({"runId": run.id, "status": run.status, "created": created}),
-    ))
+    Ok(ok(status, Value::Object(data)))
 }
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {

@@ -6,6 +6,7 @@ mod config;
 mod error;
 mod scheduler;
 pub mod secrets;
+mod signals;
 mod state;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use compiled::{Compiled, violations};
 pub use config::{EngineConfig, PlanLoader};
 pub use error::{EngineError, Result};
+pub use signals::{MAX_CORRELATION, SendSignal, SignalOutcome, valid_signal_type};
 
 use crate::clock::SharedClock;
 use crate::diagnostics::{Diagnostic, SourceFile};
@@ -83,6 +85,14 @@ pub(crate) enum Command {
         run_id: String,
         reply: oneshot::Sender<Result<RunRecord>>,
     },
+    Signal {
+        req: SendSignal,
+        /// How long to keep it if no step waits (the longest `buffer:` for its type).
+        buffer: Option<Duration>,
+        /// The definition signal-with-start would start.
+        compiled: Option<Arc<Compiled>>,
+        reply: oneshot::Sender<Result<SignalOutcome>>,
+    },
     Done {
         run_id: String,
         step: usize,
@@ -121,6 +131,7 @@ struct Inner {
     /// Why the store refuses commits, while it does.
     store_error: std::sync::Mutex<Option<String>>,
     metrics: Arc<crate::metrics::Metrics>,
+    buffers: signals::BufferPolicy,
 }
 
 /// The engine handle: cheap to clone, safe to share.
@@ -179,6 +190,7 @@ impl Engine {
                 config,
                 store_error: std::sync::Mutex::default(),
                 metrics: Arc::default(),
+                buffers: signals::BufferPolicy::default(),
             }),
         }
     }
@@ -273,6 +285,7 @@ impl Engine {
                 .await??;
         let compiled = self.cached(rec.clone(), || Ok(plan))?;
         self.inner.cache.set_latest(compiled);
+        self.inner.buffers.forget(workspace_id);
         Ok(Ok((rec, created)))
     }
 
@@ -331,6 +344,17 @@ impl Engine {
     /// Create a run; with an idempotency key already used, the existing run comes back
     /// (`false`: nothing was created).
     pub async fn create_run(&self, req: CreateRun) -> Result<(RunRecord, bool)> {
+        let compiled = self.checked_create(&req).await?;
+        self.call(|reply| Command::Create {
+            compiled,
+            req,
+            reply,
+        })
+        .await
+    }
+
+    /// Check a request to create a run; its definition version when it may be created.
+    async fn checked_create(&self, req: &CreateRun) -> Result<Arc<Compiled>> {
         if let Some(k) = &req.idempotency_key
             && (k.is_empty() || k.chars().count() > 255)
         {
@@ -374,12 +398,7 @@ impl Engine {
                 ));
             }
         }
-        self.call(|reply| Command::Create {
-            compiled,
-            req,
-            reply,
-        })
-        .await
+        Ok(compiled)
     }
 
     pub async fn cancel(&self, workspace_id: &str, run_id: &str) -> Result<RunRecord> {

@@ -146,6 +146,30 @@ pub struct HookRecord {
     pub status: HookStatus,
     pub created_at: Timestamp,
     pub resumed_at: Option<Timestamp>,
+    /// An external event step's signal type, when it waits with a correlation value.
+    pub signal_type: Option<String>,
+    /// The step's rendered `correlate`: `POST /v1/signals` finds the hook by
+    /// (workspace, signal type, correlation) through an index.
+    pub correlation: Option<String>,
+}
+
+/// A correlated signal kept until a step consumes it or it expires: it came before its
+/// step started (`buffer:`), or a signal-with-start addressed it to the run it started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferedSignal {
+    /// `sig_…`, made by the engine so a batch can consume it before it is committed.
+    pub id: String,
+    pub workspace_id: String,
+    pub signal_type: String,
+    pub correlation: String,
+    pub payload: Value,
+    /// Only this run may consume it (signal-with-start); `None`: any step whose `buffer`
+    /// reaches back to `received_at`.
+    pub run_id: Option<String>,
+    pub received_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// `api`, `webhook <trigger>`, …
+    pub via: String,
 }
 
 /// An entry of a run's append-only event log (its trace).
@@ -263,6 +287,14 @@ pub enum Write {
         at: Timestamp,
     },
     Signal(SignalRecord),
+    /// Keep a signal that reached no step (see [`BufferedSignal`]).
+    BufferSignal(Box<BufferedSignal>),
+    /// A step took a buffered signal: it is used up.
+    ConsumeSignal {
+        id: String,
+        run_id: String,
+        at: Timestamp,
+    },
 }
 
 impl Write {
@@ -398,4 +430,29 @@ pub trait Store: Send + Sync + 'static {
     fn put_bulk(&self, op: &BulkRecord) -> Result<()>;
     fn bulk(&self, id: &str) -> Result<Option<BulkRecord>>;
     fn unfinished_bulks(&self) -> Result<Vec<BulkRecord>>;
+    // Correlated signals (`POST /v1/signals`): lookups through indexes, never scans.
+    /// Pending hooks of external event steps waiting for this signal type and correlation
+    /// value, oldest first.
+    fn hooks_by_correlation(
+        &self,
+        workspace_id: &str,
+        signal_type: &str,
+        correlation: &str,
+    ) -> Result<Vec<HookRecord>>;
+    /// When runs of a workflow started, at or after `since` (a rate window after a restart).
+    fn run_starts_since(
+        &self,
+        workspace_id: &str,
+        slug: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>>;
+    /// Buffered signals of this type and correlation value not yet consumed and not expired
+    /// at `now`, oldest first.
+    fn buffered_signals(
+        &self,
+        workspace_id: &str,
+        signal_type: &str,
+        correlation: &str,
+        now: Timestamp,
+    ) -> Result<Vec<BufferedSignal>>;
 }

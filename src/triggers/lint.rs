@@ -9,7 +9,7 @@ use crate::yaml::{SpanIndex, pointer_push};
 
 /// What each trigger template may read.
 fn scope(pointer: &str) -> &'static [&'static str] {
-    if pointer.starts_with("/transform") {
+    if pointer.starts_with("/transform") || pointer.starts_with("/signal/") {
         &["event", "secrets"]
     } else if pointer == "/poll/url" || pointer.starts_with("/poll/headers") {
         &["cursor", "secrets"]
@@ -141,8 +141,83 @@ pub fn lint(doc: &Value, spans: &SpanIndex) -> Vec<Diagnostic> {
             .with_label("invalid schema"),
         );
     }
+    signal(doc, spans, &mut out);
     templates(doc, spans, &mut out);
     out
+}
+
+/// `signal:` belongs to webhooks; signal-with-start needs the workflow it starts.
+fn signal(doc: &Value, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {
+    let Some(sig) = doc.get("signal") else {
+        return;
+    };
+    if doc.get("webhook").is_none() {
+        out.push(
+            Diagnostic::new(
+                Code::InvalidValue,
+                spans.key("/signal"),
+                "`signal` is for webhook triggers: schedules and polls start runs",
+            )
+            .with_label("not a webhook")
+            .with_help(
+                "deliver signals from a `webhook:` trigger, or send them to POST /v1/signals",
+            ),
+        );
+    }
+    if sig.get("start_if_none") == Some(&Value::Bool(true)) && doc.get("workflow").is_none() {
+        out.push(
+            Diagnostic::new(
+                Code::InvalidValue,
+                spans.value("/signal/start_if_none"),
+                "`start_if_none` starts a run of `workflow`, but this trigger names none",
+            )
+            .with_label("no workflow to start")
+            .with_help("add `workflow: <definition id>` (and a `transform` for its input)"),
+        );
+    }
+}
+
+/// `event.body.x` read by a template of a webhook with a body `schema`: `x` must be a
+/// field that schema can have (the data-flow typing of workflows, for triggers).
+fn body_fields(
+    doc: &Value,
+    site: &Site,
+    refs: &[String],
+    spans: &SpanIndex,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Some(schema) = doc.pointer("/webhook/schema") else {
+        return;
+    };
+    for r in refs {
+        let parts: Vec<&str> = r.split('.').collect();
+        if parts.len() < 3 || parts[0] != "event" || parts[1] != "body" {
+            continue;
+        }
+        if let Some((i, known)) = crate::validate::dataflow::missing_field(schema, &parts[2..]) {
+            let field = parts[2 + i];
+            out.push(
+                Diagnostic::new(
+                    Code::TemplateUnknownField,
+                    spans.value(&site.pointer),
+                    format!("`{field}` is not a field of `{}`", parts[..2 + i].join(".")),
+                )
+                .with_label("not in the webhook's body schema")
+                .with_help(
+                    did_you_mean(field, known.iter().map(String::as_str)).unwrap_or_else(|| {
+                        format!(
+                            "the body schema declares {}",
+                            known
+                                .iter()
+                                .map(|k| format!("`{k}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }),
+                ),
+            );
+        }
+    }
 }
 
 fn duration(v: Option<&Value>, pointer: &str, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {
@@ -209,11 +284,15 @@ fn templates(doc: &Value, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {
     if let Some(t) = doc.get("transform") {
         template::collect_strings(t, "/transform".into(), &mut sites);
     }
+    if let Some(p) = doc.pointer("/signal/payload") {
+        template::collect_strings(p, "/signal/payload".into(), &mut sites);
+    }
     for p in [
         "/poll/url",
         "/poll/key",
         "/poll/cursor",
         "/webhook/signature/secret",
+        "/signal/correlate",
     ] {
         if let Some(Value::String(s)) = doc.pointer(p) {
             sites.push(Site {
@@ -256,6 +335,7 @@ fn templates(doc: &Value, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {
                 .with_label("syntax error"),
             ),
             Ok(refs) => {
+                body_fields(doc, &site, &refs, spans, out);
                 for r in refs {
                     let root = r.split('.').next().unwrap_or_default();
                     if !allowed.contains(&root) && !GLOBALS.contains(&root) {

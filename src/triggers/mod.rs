@@ -11,3 +11,4 @@ pub use model::{Trigger, is_trigger};
 
 pub use crate::model::{KEY_PREFIX_POLL, KEY_PREFIX_SCHEDULE, KEY_PREFIX_WEBHOOK};
 pub use runner::{Placed, Triggers};
+pub use webhook::WebhookOutcome;

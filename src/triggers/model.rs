@@ -6,6 +6,7 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trigger {
     pub name: String,
+    /// Empty for a webhook that only delivers a signal (`signal:` without `workflow:`).
     pub workflow: String,
     pub enabled: bool,
     /// Secrets (names under `secrets.`) without which the trigger stays inactive.
@@ -13,6 +14,23 @@ pub struct Trigger {
     /// Template mapping from the event to the workflow input.
     pub transform: Option<Value>,
     pub source: Source,
+    /// Webhooks only: deliver each event as a correlated signal.
+    pub signal: Option<SignalSpec>,
+}
+
+/// `signal:` of a webhook trigger: each delivery becomes a signal routed by correlation
+/// value to the runs waiting for it, instead of (without `workflow`) or as well as starting
+/// a run; with `start_if_none` a run starts only when none waits (signal-with-start).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SignalSpec {
+    #[serde(rename = "type")]
+    pub signal_type: String,
+    /// A template over `event`, e.g. `{{ event.body.orderId }}`.
+    pub correlate: String,
+    /// A template mapping over `event`; default the request body.
+    pub payload: Option<Value>,
+    #[serde(default)]
+    pub start_if_none: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +121,11 @@ impl Trigger {
         let [source] = <[Source; 1]>::try_from(sources).ok()?;
         Some(Trigger {
             name: v.get("trigger")?.as_str()?.to_string(),
-            workflow: v.get("workflow")?.as_str()?.to_string(),
+            workflow: match v.get("workflow") {
+                Some(w) => w.as_str()?.to_string(),
+                None if v.get("signal").is_some() => String::new(),
+                None => return None,
+            },
             enabled: v.get("enabled").and_then(Value::as_bool).unwrap_or(true),
             requires: v
                 .pointer("/requires/secrets")
@@ -116,6 +138,10 @@ impl Trigger {
                 })
                 .unwrap_or_default(),
             transform: v.get("transform").cloned(),
+            signal: match v.get("signal") {
+                Some(s) => Some(SignalSpec::deserialize(s).ok()?),
+                None => None,
+            },
             source,
         })
     }

@@ -1,5 +1,6 @@
 //! Webhooks: a request to `POST /v1/webhooks/{endpoint}` is checked (signature, timestamp,
-//! body schema) and becomes a run, keyed by the delivery id when the trigger names one.
+//! body schema) and becomes a run, keyed by the delivery id when the trigger names one,
+//! or (with `signal:`) a correlated signal, perhaps starting a run when none waits.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,15 +9,40 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::model::{Signature, Source, Webhook};
+use super::model::{SignalSpec, Signature, Source, Webhook};
 use super::runner::{Result, Triggers};
-use crate::engine::{EngineError, violations};
+use crate::engine::{CreateRun, EngineError, SendSignal, SignalOutcome, violations};
 use crate::store::RunRecord;
 use crate::template;
 
 const SIGNATURE_HEADER: &str = "X-Signature";
 const TIMESTAMP_HEADER: &str = "X-Signature-Timestamp";
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// What a webhook delivery did.
+#[derive(Debug, Clone)]
+pub struct WebhookOutcome {
+    /// The run it started (`true`) or found by its idempotency key (`false`).
+    pub run: Option<(RunRecord, bool)>,
+    /// With `signal:`: its type, rendered correlation value and what it reached.
+    pub signal: Option<(String, String, SignalOutcome)>,
+}
+
+/// The idempotency key of signal-with-start: one run per trigger, signal type and
+/// correlation value, however many deliveries race (hashed when it would be too long).
+fn signal_key(trigger: &str, signal_type: &str, correlate: &str) -> String {
+    let key = format!(
+        "{}{trigger}:signal:{signal_type}:{correlate}",
+        super::KEY_PREFIX_WEBHOOK
+    );
+    if key.chars().count() <= 255 {
+        return key;
+    }
+    use sha2::Digest;
+    let digest = Sha256::digest(format!("{signal_type}\0{correlate}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}{trigger}:signal:{hex}", super::KEY_PREFIX_WEBHOOK)
+}
 
 impl Triggers {
     /// Handle `POST /v1/webhooks/{endpoint}`. `headers` are lowercase names.
@@ -25,7 +51,7 @@ impl Triggers {
         endpoint: &str,
         headers: &HashMap<String, String>,
         body: &[u8],
-    ) -> Result<(RunRecord, bool)> {
+    ) -> Result<WebhookOutcome> {
         let t = self
             .list()
             .into_iter()
@@ -85,15 +111,85 @@ impl Triggers {
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
         let event = json!({"kind": "webhook", "body": payload, "headers": safe_headers, "receivedAt": now.to_string()});
-        let input = self.input(&t, &event, payload.clone())?;
         let context = json!({"kind": "webhook", "name": t.name, "label": t.label(), "event": event, "deliveryId": delivery});
-        self.start(
-            &t,
-            input,
-            delivery.map(|d| format!("{}{}:{d}", super::KEY_PREFIX_WEBHOOK, t.name)),
-            context,
-        )
-        .await
+        let key = delivery.map(|d| format!("{}{}:{d}", super::KEY_PREFIX_WEBHOOK, t.name));
+        let Some(spec) = &t.signal else {
+            let input = self.input(&t, &event, payload.clone())?;
+            let run = self.start(&t, input, key, context).await?;
+            return Ok(WebhookOutcome {
+                run: Some(run),
+                signal: None,
+            });
+        };
+        let (correlate, signal_payload) = self.signal_values(&t.name, spec, &event, &payload)?;
+        let mut run = None;
+        let mut start = None;
+        if spec.start_if_none {
+            start = Some(CreateRun {
+                workspace_id: self.workspace_id().to_string(),
+                definition: t.workflow.clone(),
+                input: self.input(&t, &event, payload.clone())?,
+                idempotency_key: Some(signal_key(&t.name, &spec.signal_type, &correlate)),
+                trigger: context,
+            });
+        } else if !t.workflow.is_empty() {
+            let input = self.input(&t, &event, payload.clone())?;
+            run = Some(self.start(&t, input, key, context).await?);
+        }
+        let out = self
+            .engine
+            .signal(SendSignal {
+                workspace_id: self.workspace_id().to_string(),
+                signal_type: spec.signal_type.clone(),
+                correlate: correlate.clone(),
+                payload: signal_payload,
+                via: format!("webhook {}", t.name),
+                start,
+            })
+            .await?;
+        if let Some(started) = &out.started {
+            run = Some(started.clone());
+        }
+        Ok(WebhookOutcome {
+            run,
+            signal: Some((spec.signal_type.clone(), correlate, out)),
+        })
+    }
+
+    /// The rendered `signal.correlate` and `signal.payload` of one delivery.
+    fn signal_values(
+        &self,
+        trigger: &str,
+        spec: &SignalSpec,
+        event: &Value,
+        body: &Value,
+    ) -> Result<(String, Value)> {
+        let ctx = self.scope("event", event);
+        let failed = |field: &str, e: template::RenderError| {
+            EngineError::validation(
+                format!("trigger `{trigger}`: signal.{field} failed: {}", e.message),
+                json!({"field": format!("signal.{field}")}),
+            )
+        };
+        let correlate = match template::render_string(&spec.correlate, &ctx, "/signal/correlate")
+            .map_err(|e| failed("correlate", e))?
+        {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        if correlate.is_empty() {
+            return Err(EngineError::validation(
+                format!("trigger `{trigger}`: signal.correlate rendered nothing for this body"),
+                json!({"field": "signal.correlate"}),
+            ));
+        }
+        let payload = match &spec.payload {
+            Some(p) => template::render_value(p, &ctx, "/signal/payload")
+                .map_err(|e| failed("payload", e))?,
+            None => body.clone(),
+        };
+        Ok((correlate, payload))
     }
 
     fn verify(&self, w: &Webhook, headers: &HashMap<String, String>, body: &[u8]) -> Result<()> {

@@ -83,6 +83,13 @@ pub fn check(def: &Definition, spans: &SpanIndex, text: &str, out: &mut Vec<Diag
             c.site(&site, None);
         }
     }
+    if let Some(key) = def.concurrency.as_ref().and_then(|c| c.key.clone()) {
+        c.concurrency_key(&Site {
+            pointer: "/concurrency/key".into(),
+            text: key,
+            kind: template::SiteKind::Template,
+        });
+    }
     c.unused_input();
 }
 
@@ -153,6 +160,29 @@ impl Checker<'_> {
             self.reference(site, reader, &path);
         }
         self.options_compared(site);
+    }
+
+    /// The concurrency key is rendered before any step runs: it reads `input` (and `run`).
+    fn concurrency_key(&mut self, site: &Site) {
+        let Ok(refs) = template::references(site) else {
+            return self.site(site, None);
+        };
+        for path in refs {
+            if path == "steps" || path.starts_with("steps.") {
+                let span = self.locate(site, "steps", "steps");
+                self.out.push(
+                    Diagnostic::new(
+                        Code::TemplateUnknownVariable,
+                        span,
+                        "the concurrency key is rendered before any step runs: it cannot read `steps`",
+                    )
+                    .with_label("no step has run yet")
+                    .with_help("build the key from `input`, e.g. `{{ input.customerId }}`"),
+                );
+            } else {
+                self.reference(site, None, &path);
+            }
+        }
     }
 
     fn reference(&mut self, site: &Site, reader: Option<usize>, path: &str) {
@@ -412,6 +442,21 @@ enum Lookup<'a> {
     Unknown,
     Null,
     Missing(Vec<String>),
+}
+
+/// The first of `path`'s fields `schema` cannot have: its index and the fields the schema
+/// declares there. `None` when the path may exist (or the schema says nothing definite).
+pub fn missing_field(schema: &Value, path: &[&str]) -> Option<(usize, Vec<String>)> {
+    let mut at = schema;
+    for (i, field) in path.iter().enumerate() {
+        match step_into(schema, at, field) {
+            Lookup::Field(next) => at = next,
+            Lookup::Unknown => return None,
+            Lookup::Null => return Some((i, Vec::new())),
+            Lookup::Missing(known) => return Some((i, known)),
+        }
+    }
+    None
 }
 
 /// One step down a schema by property name. Objects with `properties` are taken as closed

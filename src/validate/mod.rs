@@ -3,7 +3,7 @@
 //! Each pass runs even when an earlier one found errors, so an author sees all problems of a
 //! file at once; passes that need a well-formed piece skip only that piece.
 
-mod dataflow;
+pub mod dataflow;
 pub mod schema;
 mod semantic;
 

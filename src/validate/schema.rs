@@ -28,6 +28,7 @@ pub const TRIGGER_FIELDS: &[&str] = &[
     "description",
     "enabled",
     "transform",
+    "signal",
     "webhook",
     "schedule",
     "poll",
@@ -41,6 +42,8 @@ pub const TOP_FIELDS: &[&str] = &[
     "input",
     "output",
     "result",
+    "concurrency",
+    "rate",
     "steps",
 ];
 pub const STEP_FIELDS: &[&str] = &[
@@ -52,6 +55,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "when",
     "retry",
     "timeout",
+    "concurrency",
 ];
 pub const STEP_TYPES: &[&str] = &["action", "agent", "approval", "wait", "external_event"];
 
@@ -69,7 +73,7 @@ pub fn type_fields(step_type: &str) -> &'static [&'static str] {
         ],
         "approval" => &["message", "options"],
         "wait" => &["duration", "until"],
-        "external_event" => &["signal", "schema"],
+        "external_event" => &["signal", "schema", "correlate", "buffer"],
         _ => &[],
     }
 }

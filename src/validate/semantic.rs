@@ -56,7 +56,19 @@ pub fn check(def: &Definition, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {
             }
             StepKind::Agent(a) => json_schema(a.output.as_ref(), &step.field("output"), spans, out),
             StepKind::ExternalEvent(e) => {
-                json_schema(e.schema.as_ref(), &step.field("schema"), spans, out)
+                json_schema(e.schema.as_ref(), &step.field("schema"), spans, out);
+                duration_at(e.buffer.as_deref(), &step.field("buffer"), spans, out);
+                if e.buffer.is_some() && e.correlate.is_none() {
+                    out.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            spans.key(&step.field("buffer")),
+                            "`buffer` keeps correlated signals, but this step has no `correlate`",
+                        )
+                        .with_label("nothing to match")
+                        .with_help("add e.g. `correlate: \"{{ input.orderId }}\"`"),
+                    );
+                }
             }
             StepKind::Invalid => {}
         }
@@ -64,6 +76,9 @@ pub fn check(def: &Definition, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {
     }
     json_schema(def.input.as_ref(), "/input", spans, out);
     json_schema(def.output.as_ref(), "/output", spans, out);
+    if let Some(r) = &def.rate {
+        duration_at(Some(&r.per), "/rate/per", spans, out);
+    }
 }
 
 fn step_ids(def: &Definition, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {

@@ -121,11 +121,13 @@ fn redact_write(s: &Secrets, w: &mut Write) {
         }
         Write::Event(e) => e.data = s.redact(&e.data),
         Write::Signal(sig) => sig.payload = s.redact(&sig.payload),
+        Write::BufferSignal(b) => b.payload = s.redact(&b.payload),
         Write::PutTimer(_)
         | Write::DeleteTimer { .. }
         | Write::DeleteRunTimers { .. }
         | Write::PutHook(_)
-        | Write::CloseHooks { .. } => {}
+        | Write::CloseHooks { .. }
+        | Write::ConsumeSignal { .. } => {}
     }
 }
 

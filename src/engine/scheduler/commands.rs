@@ -108,8 +108,9 @@ impl Scheduler {
             step: None,
         });
         self.batch.touched.insert(rec.id.clone());
-        self.active
-            .insert(rec.id.clone(), Active::new(rec.clone(), compiled.clone()));
+        let run = Active::new(rec.clone(), compiled.clone());
+        self.enqueue_run(&run);
+        self.active.insert(rec.id.clone(), run);
         rec
     }
 

@@ -139,6 +139,8 @@ impl Scheduler {
                 for id in &touched {
                     self.advance(id);
                 }
+                // Runs that finished or began waiting freed slots.
+                self.drain_limits();
                 self.evict(&touched);
                 true
             }
@@ -315,6 +317,10 @@ impl Scheduler {
             Command::Cancel { reply, .. }
             | Command::Resume { reply, .. }
             | Command::Retry { reply, .. } => {
+                let _ = reply.send(Err(err()));
+                None
+            }
+            Command::Signal { reply, .. } => {
                 let _ = reply.send(Err(err()));
                 None
             }

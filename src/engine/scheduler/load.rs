@@ -150,6 +150,11 @@ impl Scheduler {
         for id in ids {
             if self.get_or_load(&id).is_some() {
                 self.prepare_recovered(&id);
+                // Oldest first: limited workflows start their PENDING runs in this order.
+                if let Some(run) = self.active.remove(&id) {
+                    self.enqueue_run(&run);
+                    self.active.insert(id.clone(), run);
+                }
                 self.batch.touched.insert(id);
             }
         }

@@ -9,19 +9,23 @@
 //!
 //! Files: `batch` (what one commit carries), `commit` (flush, store failures), `load`
 //! (loading, recovery, eviction), `commands` and `resume` (what callers ask), `start` (one
-//! starter per step kind), `finish` (outcomes, run status), `children` (`workflow` steps),
-//! `timers` (the timer queue), `policy` (retries, backoff, limits), `observe` (metrics of
-//! what a batch committed).
+//! starter per step kind), `signals` (routing by correlation, buffered signals), `finish`
+//! (outcomes, run status), `children` (`workflow` steps), `timers` (the timer queue),
+//! `policy` (retries, backoff, limits), `limits` (concurrency and rate limits: queues of
+//! PENDING runs and of steps waiting for a slot), `observe` (metrics of what a batch
+//! committed).
 
 mod batch;
 mod children;
 mod commands;
 mod commit;
 mod finish;
+mod limits;
 mod load;
 mod observe;
 mod policy;
 mod resume;
+mod signals;
 mod start;
 mod timers;
 
@@ -85,6 +89,7 @@ pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> sup
                 shutdown: None,
                 idle: Vec::new(),
                 secrets,
+                limits: limits::Limits::default(),
             };
             rt.block_on(s.run());
         })
@@ -112,6 +117,7 @@ struct Scheduler {
     /// Callers of `Engine::until_idle`.
     idle: Vec<tokio::sync::oneshot::Sender<()>>,
     secrets: Arc<Secrets>,
+    limits: limits::Limits,
 }
 
 impl Scheduler {
@@ -135,6 +141,8 @@ impl Scheduler {
             if self.failing.is_none() {
                 // Timers fire only on a committed state, so a stored row can vouch for each.
                 self.fire_timers();
+                // Rate windows open with time, not with commits.
+                self.drain_limits();
                 if self.batch.is_empty()
                     && !self.idle.is_empty()
                     && self.active.values().all(|r| r.tasks.is_empty())
@@ -221,6 +229,15 @@ impl Scheduler {
                 reply,
             } => {
                 let r = self.retry(&workspace_id, &run_id);
+                self.batch.reply(reply, r);
+            }
+            Command::Signal {
+                req,
+                buffer,
+                compiled,
+                reply,
+            } => {
+                let r = self.route_signal(req, buffer, compiled);
                 self.batch.reply(reply, r);
             }
             Command::Shutdown { reply } => self.shutdown = Some(reply),

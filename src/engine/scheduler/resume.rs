@@ -95,23 +95,15 @@ impl Scheduler {
     }
 
     /// Complete external event step `i` with `payload`.
-    fn deliver(&mut self, run: &mut Active, i: usize, payload: Value, actor: &str) -> Result<()> {
-        if !payload.is_object() {
-            return Err(EngineError::validation(
-                "payload must be an object",
-                json!({"field": "payload"}),
-            ));
-        }
+    pub(super) fn deliver(
+        &mut self,
+        run: &mut Active,
+        i: usize,
+        payload: Value,
+        actor: &str,
+    ) -> Result<()> {
+        check_payload(run, i, &payload)?;
         let step = &run.def.plan.definition.steps[i];
-        if let Some(v) = &run.def.payload[i] {
-            let problems = violations(v, &payload);
-            if !problems.is_empty() {
-                return Err(EngineError::validation(
-                    format!("payload does not match the schema of step `{}`", step.id),
-                    json!({"field": "payload", "problems": problems}),
-                ));
-            }
-        }
         let step_id = step.id.clone();
         let signal = match &step.kind {
             StepKind::ExternalEvent(e) => e.signal.clone(),
@@ -246,4 +238,25 @@ impl Scheduler {
             kind: TimerKind::Deadline,
         });
     }
+}
+
+/// The checks a payload passes before it completes external event step `i`.
+pub(super) fn check_payload(run: &Active, i: usize, payload: &Value) -> Result<()> {
+    if !payload.is_object() {
+        return Err(EngineError::validation(
+            "payload must be an object",
+            json!({"field": "payload"}),
+        ));
+    }
+    let step = &run.def.plan.definition.steps[i];
+    if let Some(v) = &run.def.payload[i] {
+        let problems = violations(v, payload);
+        if !problems.is_empty() {
+            return Err(EngineError::validation(
+                format!("payload does not match the schema of step `{}`", step.id),
+                json!({"field": "payload", "problems": problems}),
+            ));
+        }
+    }
+    Ok(())
 }

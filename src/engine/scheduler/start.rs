@@ -20,12 +20,19 @@ impl Scheduler {
         let Some(mut run) = self.active.remove(id) else {
             return;
         };
+        if run.rec.status == RunStatus::Pending && !self.admit_run(&run) {
+            // Stays PENDING, queued: `drain_limits` advances it when a slot frees.
+            self.active.insert(id.to_string(), run);
+            return;
+        }
         if !run.rec.status.is_terminal() {
             for i in run.ready() {
                 if run.rec.status.is_terminal() {
                     break;
                 }
-                self.start(&mut run, i);
+                if self.admit_step(&run, i) {
+                    self.start(&mut run, i);
+                }
             }
             self.refresh(&mut run);
         }
@@ -134,16 +141,59 @@ impl Scheduler {
                     Some(json!({"message": message, "options": a.options})),
                     now,
                 );
-                self.suspend(run, i, HookKind::Approval, step.timeout.as_deref(), now);
+                self.suspend(
+                    run,
+                    i,
+                    HookKind::Approval,
+                    step.timeout.as_deref(),
+                    now,
+                    None,
+                );
             }
             StepKind::ExternalEvent(e) => {
-                self.begin(run, i, Some(json!({"signalType": e.signal})), now);
+                let correlation = match e.correlate.as_deref().map(|t| {
+                    template::render_string(t, &ctx, &step.field("correlate"))
+                        .map_err(|e| e.to_string())
+                        .and_then(correlation_value)
+                }) {
+                    None => None,
+                    Some(Ok(c)) => Some(c),
+                    Some(Err(msg)) => {
+                        return self.fail_to_start(run, i, now, StepError::new("template", msg));
+                    }
+                };
+                let input = match &correlation {
+                    Some(c) => json!({"signalType": e.signal, "correlate": c}),
+                    None => json!({"signalType": e.signal}),
+                };
+                self.begin(run, i, Some(input), now);
+                let Some(c) = correlation else {
+                    return self.suspend(
+                        run,
+                        i,
+                        HookKind::ExternalEvent,
+                        step.timeout.as_deref(),
+                        now,
+                        None,
+                    );
+                };
+                let window = e
+                    .buffer
+                    .as_deref()
+                    .and_then(|b| crate::duration::parse(b).ok());
+                if let Some(b) = self.take_buffered(run, i, &e.signal, &c, window, now) {
+                    let via = format!("buffer ({})", b.via);
+                    if self.deliver(run, i, b.payload, &via).is_ok() {
+                        return;
+                    }
+                }
                 self.suspend(
                     run,
                     i,
                     HookKind::ExternalEvent,
                     step.timeout.as_deref(),
                     now,
+                    Some((e.signal.clone(), c)),
                 );
             }
             StepKind::Wait(w) => {
@@ -319,6 +369,7 @@ impl Scheduler {
     }
 
     /// An approval or external event: the run waits, with a hook token and a deadline.
+    /// `correlation` (signal type, value) lets correlated signals find the hook.
     fn suspend(
         &mut self,
         run: &mut Active,
@@ -326,7 +377,9 @@ impl Scheduler {
         kind: HookKind,
         timeout: Option<&str>,
         now: Timestamp,
+        correlation: Option<(String, String)>,
     ) {
+        let (signal_type, correlation) = correlation.unzip();
         let step_id = run.def.plan.definition.steps[i].id.clone();
         self.hold(run, i);
         self.write(Write::PutHook(HookRecord {
@@ -338,6 +391,8 @@ impl Scheduler {
             status: HookStatus::Pending,
             created_at: now,
             resumed_at: None,
+            signal_type,
+            correlation,
         }));
         let max = self.engine.config().max_suspended;
         let limit = timeout
@@ -364,6 +419,23 @@ impl Scheduler {
             self.write(Write::put_step(rec));
         }
     }
+}
+
+/// A rendered `correlate`: text of 1 to 255 characters (numbers count as their text).
+fn correlation_value(v: Value) -> Result<String, String> {
+    let text = match v {
+        Value::Null => String::new(),
+        other => as_text(other),
+    };
+    let n = text.chars().count();
+    if n == 0 || n > crate::engine::MAX_CORRELATION {
+        return Err(format!(
+            "`correlate` rendered {} characters; it must render 1 to {}",
+            n,
+            crate::engine::MAX_CORRELATION
+        ));
+    }
+    Ok(text)
 }
 
 pub(super) fn as_text(v: Value) -> String {

@@ -200,7 +200,10 @@ impl Scheduler {
                 }
                 TimerKind::Retry if slot.backoff => {
                     run.slots[i].backoff = false;
-                    self.start(&mut run, i);
+                    // Without a free slot the attempt queues like any ready step.
+                    if self.admit_step(&run, i) {
+                        self.start(&mut run, i);
+                    }
                     self.refresh(&mut run);
                 }
                 _ => {}

@@ -109,7 +109,7 @@ pub(super) fn apply_write(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite
         }
         Write::PutHook(h) => {
             tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO hooks ({HOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                "INSERT OR REPLACE INTO hooks ({HOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             ))?
             .execute(params![
                 h.token,
@@ -119,7 +119,9 @@ pub(super) fn apply_write(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite
                 h.kind.as_str(),
                 h.status.as_str(),
                 micros(h.created_at),
-                h.resumed_at.map(micros)
+                h.resumed_at.map(micros),
+                h.signal_type,
+                h.correlation
             ])?;
         }
         Write::CloseHooks {
@@ -146,6 +148,29 @@ pub(super) fn apply_write(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite
                 micros(s.received_at),
                 s.via
             ])?;
+        }
+        Write::BufferSignal(b) => {
+            tx.prepare_cached(
+                "INSERT INTO buffered_signals (id, workspace_id, signal_type, correlation, payload, run_id, \
+                 received_at, expires_at, via) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                b.id,
+                b.workspace_id,
+                b.signal_type,
+                b.correlation,
+                json_text(&b.payload),
+                b.run_id,
+                micros(b.received_at),
+                micros(b.expires_at),
+                b.via
+            ])?;
+        }
+        Write::ConsumeSignal { id, run_id, at } => {
+            tx.prepare_cached(
+                "UPDATE buffered_signals SET consumed_by = ?2, consumed_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, run_id, micros(*at)])?;
         }
     }
     Ok(())

@@ -5,6 +5,7 @@ mod apply;
 mod ops;
 mod rows;
 mod schema;
+mod signals;
 
 use apply::apply_write;
 use rows::{
@@ -24,8 +25,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ApiKeyRecord, DefinitionRecord, EventRecord, HookRecord, Result, RunQuery, RunRecord,
-    SignalRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord, Write,
+    ApiKeyRecord, BufferedSignal, DefinitionRecord, EventRecord, HookRecord, Result, RunQuery,
+    RunRecord, SignalRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord, Write,
 };
 use crate::model::{DEFINITION_PREFIX, RunStatus, new_id};
 
@@ -566,6 +567,7 @@ impl Store for SqliteStore {
                 tx.prepare_cached("DELETE FROM runs WHERE id = ?1")?
                     .execute(params![id])?;
             }
+            signals::delete_expired(&tx, before)?;
             tx.commit()?;
             Ok(ids.len())
         })
@@ -618,5 +620,33 @@ impl Store for SqliteStore {
             )
             .map(|n| n > 0)
         })
+    }
+
+    fn hooks_by_correlation(
+        &self,
+        workspace_id: &str,
+        signal_type: &str,
+        correlation: &str,
+    ) -> Result<Vec<HookRecord>> {
+        signals::hooks_by_correlation(self, workspace_id, signal_type, correlation)
+    }
+
+    fn run_starts_since(
+        &self,
+        workspace_id: &str,
+        slug: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>> {
+        signals::run_starts_since(self, workspace_id, slug, since)
+    }
+
+    fn buffered_signals(
+        &self,
+        workspace_id: &str,
+        signal_type: &str,
+        correlation: &str,
+        now: Timestamp,
+    ) -> Result<Vec<BufferedSignal>> {
+        signals::buffered_signals(self, workspace_id, signal_type, correlation, now)
     }
 }

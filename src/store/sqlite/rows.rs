@@ -83,6 +83,8 @@ pub(super) fn hook_from_row(r: &Row<'_>) -> rusqlite::Result<HookRecord> {
         },
         created_at: ts(r.get(6)?),
         resumed_at: r.get::<_, Option<i64>>(7)?.map(ts),
+        signal_type: r.get(8)?,
+        correlation: r.get(9)?,
     })
 }
 
@@ -91,8 +93,8 @@ pub(super) const STEP_COLUMNS: &str = "run_id, step_id, attempt, step_index, sta
      meta, started_at, finished_at, run_attempt";
 pub(super) const DEFINITION_COLUMNS: &str =
     "version_id, workspace_id, slug, version, label, hash, source, created_at";
-pub(super) const HOOK_COLUMNS: &str =
-    "token, workspace_id, run_id, step_id, kind, status, created_at, resumed_at";
+pub(super) const HOOK_COLUMNS: &str = "token, workspace_id, run_id, step_id, kind, status, created_at, resumed_at, \
+     signal_type, correlation";
 
 pub(super) const API_KEY_COLUMNS: &str = "hash, workspace_id, prefix, name, created_at, revoked_at";
 

@@ -139,6 +139,31 @@ CREATE TABLE bulk_operations (
 );
 CREATE INDEX bulk_unfinished ON bulk_operations (finished) WHERE finished = 0;
 "#,
+    // Correlated signals: waiting external event steps are found by (workspace, signal
+    // type, correlation) through a partial index of pending hooks; early signals wait in
+    // buffered_signals.
+    r#"
+ALTER TABLE hooks ADD COLUMN signal_type TEXT;
+ALTER TABLE hooks ADD COLUMN correlation TEXT;
+CREATE INDEX hooks_by_correlation ON hooks (workspace_id, signal_type, correlation, created_at)
+    WHERE status = 'pending' AND correlation IS NOT NULL;
+CREATE TABLE buffered_signals (
+    id           TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    signal_type  TEXT NOT NULL,
+    correlation  TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    run_id       TEXT,
+    received_at  INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    via          TEXT NOT NULL,
+    consumed_by  TEXT,
+    consumed_at  INTEGER
+);
+CREATE INDEX buffered_by_correlation ON buffered_signals (workspace_id, signal_type, correlation, received_at)
+    WHERE consumed_at IS NULL;
+CREATE INDEX buffered_by_expiry ON buffered_signals (expires_at);
+"#,
 ];
 
 /// Whether every migration this build knows is applied (`/readyz`).

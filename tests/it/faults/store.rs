@@ -245,6 +245,33 @@ impl Store for FaultStore {
     fn hooks_for_run(&self, run_id: &str) -> Result<Vec<HookRecord>> {
         self.inner.hooks_for_run(run_id)
     }
+    fn hooks_by_correlation(
+        &self,
+        workspace_id: &str,
+        signal_type: &str,
+        correlation: &str,
+    ) -> Result<Vec<HookRecord>> {
+        self.inner
+            .hooks_by_correlation(workspace_id, signal_type, correlation)
+    }
+    fn run_starts_since(
+        &self,
+        workspace_id: &str,
+        slug: &str,
+        since: Timestamp,
+    ) -> Result<Vec<Timestamp>> {
+        self.inner.run_starts_since(workspace_id, slug, since)
+    }
+    fn buffered_signals(
+        &self,
+        workspace_id: &str,
+        signal_type: &str,
+        correlation: &str,
+        now: Timestamp,
+    ) -> Result<Vec<stepwise::store::BufferedSignal>> {
+        self.inner
+            .buffered_signals(workspace_id, signal_type, correlation, now)
+    }
     fn probe(&self) -> Result<()> {
         if self.is_down() {
             Err(injected())
