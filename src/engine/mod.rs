@@ -4,6 +4,7 @@
 mod compiled;
 mod config;
 mod error;
+pub mod intercept;
 mod scheduler;
 pub mod secrets;
 mod state;
@@ -18,6 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use compiled::{Compiled, violations};
 pub use config::{EngineConfig, PlanLoader};
 pub use error::{EngineError, Result};
+pub use intercept::{Intercepted, Interceptor, StepCall, StepIntercept};
 
 use crate::clock::SharedClock;
 use crate::diagnostics::{Diagnostic, SourceFile};
