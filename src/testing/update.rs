@@ -23,16 +23,28 @@ pub fn updated_text(suite: &Suite, actuals: &[Actual], failing: &[bool]) -> Opti
             if let Some(span) = suite.spans.get(&p) {
                 let start = span.value.start;
                 let end = span.end.max(start + span.value.len).min(text.len());
-                let node = &text[start..end];
-                let trimmed = strip_trailing_comment(node).trim_end().len();
-                edits.push((start, start + trimmed, flow(v)));
+                let len = match flow_end(&text[start..]) {
+                    Some(n) => n,
+                    None => strip_trailing_comment(&text[start..end]).trim_end().len(),
+                };
+                edits.push((start, start + len, flow(v)));
             }
         };
-        if case.expect.status.is_some() {
+        if case
+            .expect
+            .status
+            .as_ref()
+            .is_some_and(|s| *s != actual.status)
+        {
             replace("status", &Value::String(actual.status.clone()));
         }
-        if case.expect.output.is_some() {
-            replace("output", actual.output.as_ref().unwrap_or(&Value::Null));
+        let output = actual.output.clone().unwrap_or(Value::Null);
+        if let Some(want) = &case.expect.output {
+            let mut diffs = Vec::new();
+            super::expect::diff("", want, &output, false, &mut diffs);
+            if !diffs.is_empty() {
+                replace("output", &output);
+            }
         }
     }
     if edits.is_empty() {
@@ -60,4 +72,39 @@ fn strip_trailing_comment(node: &str) -> &str {
         Some(i) if !node.starts_with(['"', '\'', '{', '[']) => &node[..i],
         _ => node,
     }
+}
+
+/// Length of a flow collection (`{…}` or `[…]`) at the start of `text`, brackets balanced
+/// and quoted text skipped; `None` for anything else.
+fn flow_end(text: &str) -> Option<usize> {
+    if !text.starts_with(['{', '[']) {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q == '"' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '{' | '[' => depth += 1,
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }

@@ -15,6 +15,7 @@ mod lint_corpus;
 mod serve;
 mod server;
 mod store_failures;
+mod testing;
 mod trigger_faults;
 mod triggers;
 mod util;
