@@ -38,6 +38,11 @@ impl ManualClock {
         let micros = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         self.micros.fetch_add(micros, Ordering::SeqCst);
     }
+
+    /// Move the clock to `t` (virtual time: `stepwise test` jumps to the next due timer).
+    pub fn set(&self, t: Timestamp) {
+        self.micros.store(t.as_microsecond(), Ordering::SeqCst);
+    }
 }
 
 impl Clock for ManualClock {

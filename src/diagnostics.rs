@@ -105,6 +105,11 @@ pub enum Code {
     TriggerSource,
     InvalidCron,
     InvalidTimezone,
+    TestWorkflow,
+    TestUnknownStep,
+    TestWrongStepType,
+    TestUnknownSignal,
+    TestImpossibleOutput,
 }
 
 impl Code {
@@ -143,6 +148,11 @@ impl Code {
             Code::TriggerSource => "stepwise::trigger::source",
             Code::InvalidCron => "stepwise::trigger::invalid_cron",
             Code::InvalidTimezone => "stepwise::trigger::invalid_timezone",
+            Code::TestWorkflow => "stepwise::test::workflow",
+            Code::TestUnknownStep => "stepwise::test::unknown_step",
+            Code::TestWrongStepType => "stepwise::test::wrong_step_type",
+            Code::TestUnknownSignal => "stepwise::test::unknown_signal",
+            Code::TestImpossibleOutput => "stepwise::test::impossible_output",
         }
     }
 

@@ -20,6 +20,7 @@ pub mod model;
 pub mod otlp;
 pub mod store;
 pub mod template;
+pub mod testing;
 pub mod triggers;
 pub mod validate;
 pub mod yaml;

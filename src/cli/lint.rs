@@ -71,7 +71,8 @@ pub fn lint_files(files: &[PathBuf]) -> Vec<Result<(SourceFile, Lint), (PathBuf,
                             let text = std::fs::read_to_string(p)
                                 .map_err(|e| (p.clone(), e.to_string()))?;
                             let file = SourceFile::new(p.display().to_string(), text);
-                            let result = lint(&file);
+                            let result = crate::testing::files::lint_test_file(&file, p)
+                                .unwrap_or_else(|| lint(&file));
                             Ok((file, result))
                         })
                         .collect::<Vec<_>>()

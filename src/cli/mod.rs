@@ -9,6 +9,7 @@ pub mod local;
 mod run;
 mod serve;
 mod table;
+mod test;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,8 @@ enum Command {
     Definitions(client::DefinitionsArgs),
     /// Run history: list runs across workflows, show one in full.
     History(client::HistoryArgs),
+    /// Run workflow tests (*.test.yaml): mocked steps, events on a virtual clock.
+    Test(test::TestArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Runs(args) => client::runs(&args),
         Command::Definitions(args) => client::definitions(&args),
         Command::History(args) => client::history(&args),
+        Command::Test(args) => test::run(&args),
     }
 }
 

@@ -212,6 +212,10 @@ async fn load_definitions(
         let file = crate::diagnostics::SourceFile::new(name.clone(), source.as_str());
         // A trigger file that no longer parses is still a trigger file: its last good
         // version keeps running, as with any other error.
+        // Test files (`stepwise test`) live beside workflows; they are not definitions.
+        if crate::testing::files::is_test_source(&file) {
+            continue;
+        }
         let is_trigger = crate::yaml::parse(&file).map_or(entry.trigger.is_some(), |d| {
             crate::triggers::is_trigger(&d.value)
         });

@@ -50,6 +50,8 @@ pub struct EngineConfig {
     pub commit_retry_max: Duration,
     /// Turns a definition's source into a plan (or diagnostics); the engine never lints.
     pub plans: PlanLoader,
+    /// Stands in for executors (`stepwise test`); `None` everywhere else.
+    pub intercept: Option<super::Interceptor>,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +66,7 @@ impl Default for EngineConfig {
             commit_retry_first: Duration::from_millis(50),
             commit_retry_max: Duration::from_secs(5),
             plans: PlanLoader::default(),
+            intercept: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod compiled;
 mod config;
 mod error;
+pub mod intercept;
 mod scheduler;
 pub mod secrets;
 mod signals;
@@ -20,6 +21,7 @@ pub use compiled::{Compiled, violations};
 pub use config::{EngineConfig, PlanLoader};
 pub use error::{EngineError, Result};
 pub use signals::{MAX_CORRELATION, SendSignal, SignalOutcome, valid_signal_type};
+pub use intercept::{Intercepted, Interceptor, StepCall, StepIntercept};
 
 use crate::clock::SharedClock;
 use crate::diagnostics::{Diagnostic, SourceFile};

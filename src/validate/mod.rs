@@ -72,6 +72,15 @@ fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
             trigger: None,
         };
     }
+    if crate::testing::is_test_file(value) {
+        // Checks against the workflow under test need its file: `testing::files` adds them.
+        let diagnostics = crate::testing::lint::check_structure(value, spans);
+        return Lint {
+            diagnostics,
+            definition: None,
+            trigger: None,
+        };
+    }
     if crate::triggers::is_trigger(value) {
         let mut diagnostics = crate::triggers::lint::lint(value, spans);
         diagnostics.sort_by_key(|d| (d.span.start, d.code.as_str()));

@@ -13,12 +13,15 @@ use crate::yaml::{SpanIndex, pointer_push};
 pub const WORKFLOW_SCHEMA: &str = include_str!("../../schemas/workflow.schema.json");
 /// The trigger format's JSON Schema.
 pub const TRIGGER_SCHEMA: &str = include_str!("../../schemas/trigger.schema.json");
+/// The test file format's JSON Schema (`stepwise test`).
+pub const TEST_SCHEMA: &str = include_str!("../../schemas/test.schema.json");
 
 /// Which format a document is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Workflow,
     Trigger,
+    Test,
 }
 
 pub const TRIGGER_FIELDS: &[&str] = &[
@@ -89,9 +92,11 @@ fn build(text: &str) -> Option<Validator> {
 fn validator(format: Format) -> Option<&'static Validator> {
     static W: OnceLock<Option<Validator>> = OnceLock::new();
     static T: OnceLock<Option<Validator>> = OnceLock::new();
+    static C: OnceLock<Option<Validator>> = OnceLock::new();
     match format {
         Format::Workflow => W.get_or_init(|| build(WORKFLOW_SCHEMA)).as_ref(),
         Format::Trigger => T.get_or_init(|| build(TRIGGER_SCHEMA)).as_ref(),
+        Format::Test => C.get_or_init(|| build(TEST_SCHEMA)).as_ref(),
     }
 }
 
@@ -253,6 +258,9 @@ fn allowed_fields(format: Format, doc: &Value, pointer: &str) -> (Vec<&'static s
             ),
             _ => (Vec::new(), String::new()),
         };
+    }
+    if format == Format::Test {
+        return crate::testing::lint::allowed_fields(pointer);
     }
     if pointer.is_empty() {
         return (TOP_FIELDS.to_vec(), " at the top of the definition".into());

@@ -18,6 +18,7 @@ mod serve;
 mod server;
 mod signals;
 mod store_failures;
+mod testing;
 mod trigger_faults;
 mod triggers;
 mod util;

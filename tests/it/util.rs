@@ -13,7 +13,9 @@ pub fn lint_path(rel: &Path) -> (SourceFile, Lint) {
     let text = std::fs::read_to_string(repo().join(rel))
         .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
     let file = SourceFile::new(rel.display().to_string().replace('\\', "/"), text);
-    let result = lint(&file);
+    // Test files are linted with the workflow they name, as `stepwise lint` does.
+    let result = stepwise::testing::files::lint_test_file(&file, &repo().join(rel))
+        .unwrap_or_else(|| lint(&file));
     (file, result)
 }
 

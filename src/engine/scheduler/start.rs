@@ -77,8 +77,11 @@ impl Scheduler {
                         );
                     }
                 };
-                self.begin(run, i, Some(Value::Object(with.clone())), now);
-                self.start_action(run, i, step, &a.uses, with);
+                let input = Value::Object(with.clone());
+                self.begin(run, i, Some(input.clone()), now);
+                if !self.intercepted(run, i, &a.uses, &input) {
+                    self.start_action(run, i, step, &a.uses, with);
+                }
             }
             StepKind::Agent(a) => {
                 let render = |t: &str, f: &str| template::render_string(t, &ctx, &step.field(f));
@@ -96,7 +99,10 @@ impl Scheduler {
                     }
                 };
                 let recorded = json!({"prompt": prompt, "system": system, "model": a.model});
-                self.begin(run, i, Some(recorded), now);
+                self.begin(run, i, Some(recorded.clone()), now);
+                if self.intercepted(run, i, "agent", &recorded) {
+                    return;
+                }
                 let timeout = attempt_timeout(
                     self.engine.config().default_step_timeout,
                     &step.timeout,
@@ -277,6 +283,32 @@ impl Scheduler {
                 let e =
                     StepError::permanent("action", format!("`{other}` is not a built-in action"));
                 self.fail_attempt(run, i, e);
+            }
+        }
+    }
+
+    /// Hand the step to the configured interceptor; `true` when it answered for the
+    /// executor (its outcome is recorded like an executor's, after the start commits).
+    fn intercepted(&mut self, run: &mut Active, i: usize, kind: &str, input: &Value) -> bool {
+        let Some(hook) = self.engine.config().intercept.clone() else {
+            return false;
+        };
+        let step_id = run.def.plan.definition.steps[i].id.clone();
+        let call = crate::engine::StepCall {
+            run_id: &run.rec.id,
+            parent_run_id: run.rec.parent_run_id.as_deref(),
+            trigger: &run.rec.trigger,
+            definition_slug: &run.rec.definition_slug,
+            step_id: &step_id,
+            kind,
+            input,
+            attempt: run.slots[i].attempt,
+        };
+        match hook.0.call(&call) {
+            crate::engine::Intercepted::Proceed => false,
+            crate::engine::Intercepted::Outcome(result) => {
+                self.spawn(run, i, async move { result });
+                true
             }
         }
     }
