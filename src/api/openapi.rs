@@ -128,7 +128,11 @@ pub fn cached(build: impl FnOnce() -> Value) -> &'static Value {
 /// `/docs`: Swagger UI, vendored into the binary at build time (no network at build or run
 /// time), reading `/openapi.json`.
 pub fn viewer() -> Router<AppState> {
+    // The base layout has no bar for loading other documents; no validator badge (it would
+    // call an outside service).
     let config = Config::new(["/openapi.json"])
+        .use_base_layout()
+        .filter(true)
         .validator_url("none")
         .try_it_out_enabled(true)
         .persist_authorization(true)

@@ -26,7 +26,7 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 /// Fields are read as JSON values so that a wrong type is answered with the field's name.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[schema(as = CreateRun)]
+#[schema(as = CreateRun, example = json!({"definitionId": "expense-approval", "input": {"employee": "Ada", "amount": 120}, "idempotencyKey": "expense-4711"}))]
 pub struct CreateBody {
     /// A definition id (slug, latest version) or an exact wfdef_ version id.
     #[schema(value_type = String, min_length = 1, required = true, nullable = false)]
@@ -371,7 +371,10 @@ pub async fn delete(
 /// `{input: {resume: {step, input}}}` for a PAUSED approval.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[schema(as = Resume)]
+#[schema(as = Resume, examples(
+    json!({"step": "review", "input": "approve"}),
+    json!({"signalType": "payout.sent", "payload": {"reference": "PAY-1"}})
+))]
 pub struct ResumeBody {
     /// The signal a WAITING `external_event` step waits for.
     #[schema(value_type = String, min_length = 1, required = false)]
