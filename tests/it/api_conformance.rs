@@ -99,7 +99,7 @@ impl Checked {
             base,
             key,
             http,
-            doc,
+            doc: strict(doc),
             validators: HashMap::new(),
             seen: BTreeSet::new(),
         }
@@ -217,6 +217,46 @@ impl Checked {
         )
         .await
     }
+}
+
+/// The document with every object schema closed (`additionalProperties: false`), so an
+/// answer carrying a field the document does not name fails too. A composite (`allOf` of a
+/// flattened part and its own fields) is merged into one object first.
+fn strict(mut doc: Value) -> Value {
+    fn close(v: &mut Value, schemas: &Value) {
+        match v {
+            Value::Object(m) => {
+                if let Some(parts) = m.remove("allOf").and_then(|a| a.as_array().cloned()) {
+                    let mut properties = serde_json::Map::new();
+                    let mut required = Vec::new();
+                    for part in parts {
+                        let part = match part["$ref"].as_str() {
+                            Some(r) => {
+                                schemas[r.trim_start_matches("#/components/schemas/")].clone()
+                            }
+                            None => part,
+                        };
+                        properties
+                            .extend(part["properties"].as_object().cloned().unwrap_or_default());
+                        required.extend(part["required"].as_array().cloned().unwrap_or_default());
+                    }
+                    m.insert("type".into(), json!("object"));
+                    m.insert("properties".into(), Value::Object(properties));
+                    m.insert("required".into(), Value::Array(required));
+                }
+                if m.get("properties").is_some_and(Value::is_object) {
+                    m.insert("additionalProperties".into(), json!(false));
+                }
+                m.values_mut().for_each(|x| close(x, schemas));
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| close(x, schemas)),
+            _ => {}
+        }
+    }
+    let schemas = doc["components"]["schemas"].clone();
+    close(&mut doc["components"], &schemas);
+    close(&mut doc["paths"], &schemas);
+    doc
 }
 
 fn id(v: &Value) -> String {
