@@ -619,6 +619,40 @@ async fn every_answer_matches_the_schema_the_document_declares() {
     }
 }
 
+/// Query parameters are documented apart from the code that reads them: every one that
+/// does not take any string or any boolean must be read, so a wrong value is refused naming
+/// it.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_query_parameter_is_read() {
+    let mut api = Checked::start().await;
+    assert_eq!(api.apply(SIMPLE).await.0, 201);
+    let (_, run) = api
+        .call(
+            "POST",
+            "/v1/workflow-runs",
+            Some(json!({"definitionId": "simple", "input": {"name": "Ada"}})),
+        )
+        .await;
+    let run = id(&run);
+    let mut checked = 0;
+    for (path, item) in api.doc["paths"].clone().as_object().unwrap() {
+        let Some(op) = item.get("get") else { continue };
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            let name = p["name"].as_str().unwrap();
+            let any_value = name == "definitionId" || p["schema"]["type"] == "boolean";
+            if p["in"] != "query" || any_value {
+                continue;
+            }
+            let url = format!("{}?{name}=%21bad", path.replace("{id}", &run));
+            let (status, body) = api.call("GET", &url, None).await;
+            assert_eq!(status, 400, "{url}: {body}");
+            assert_eq!(body["error"]["details"]["field"], name, "{url}: {body}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 13, "only {checked} parameters were checked");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn docs_serves_the_vendored_viewer_of_the_document() {
     let api = Checked::start().await;
