@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, EngineError, Result, blocking};
@@ -25,7 +26,7 @@ const BATCH: usize = 100;
 const ERRORS_KEPT: usize = 20;
 pub const ID_PREFIX: &str = "bulk_";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Cancel,
@@ -42,8 +43,9 @@ impl Action {
 }
 
 /// Which runs: the run list's filters.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = BulkFilter)]
 pub struct Filter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<RunStatus>,
@@ -52,23 +54,28 @@ pub struct Filter {
     pub definition_id: Option<String>,
     /// Created at or after.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub from: Option<Timestamp>,
     /// Created before.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub to: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[schema(as = BulkStatus)]
 pub enum Status {
     Running,
     Completed,
 }
 
 /// A bulk operation as the API shows it (and as its row stores it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = BulkOperation)]
 pub struct Operation {
+    #[schema(pattern = "^bulk_")]
     pub id: String,
     pub action: Action,
     pub filter: Filter,
@@ -82,13 +89,19 @@ pub struct Operation {
     pub skipped: u64,
     pub failed: u64,
     /// The first errors: `{runId, message}`.
+    #[schema(value_type = Vec<Object>)]
     pub errors: Vec<Value>,
     /// Only runs created before this are selected (the operation's start).
+    #[schema(value_type = String, format = DateTime)]
     pub until: Timestamp,
-    /// The last run acted on: (created_at, id).
+    /// The last run acted on: [created_at, id].
+    #[schema(value_type = Option<Vec<String>>, required = true)]
     pub cursor: Option<(Timestamp, String)>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub finished_at: Option<Timestamp>,
 }
 

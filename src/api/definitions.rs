@@ -9,8 +9,9 @@ use super::auth::Caller;
 use super::envelope::ok;
 use super::error::ApiError;
 use super::extract::{Body, Path, YAML_TYPES, is_json, is_yaml, media_type};
+use super::schemas::{Envelope, ErrorBody};
 use super::state::AppState;
-use super::views;
+use super::views::{DefinitionDetail, DefinitionView};
 use crate::diagnostics::{Diagnostic, JsonDiagnostic, SourceFile};
 
 /// The name diagnostics give an uploaded definition.
@@ -89,6 +90,30 @@ fn refusal(file: &SourceFile, all: &[Diagnostic]) -> String {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflow-definitions",
+    operation_id = "applyDefinition",
+    summary = "Lint and store a workflow definition (YAML or JSON); the same text again returns the stored version",
+    tag = "definitions",
+    request_body(
+        description = "The definition as YAML (any of the YAML media types) or JSON, or `{\"source\": \"<yaml>\"}` as JSON",
+        content(
+            (String = "application/yaml"),
+            (String = "application/x-yaml"),
+            (String = "text/yaml"),
+            (String = "text/x-yaml"),
+            (Object = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "A new version", body = Envelope<DefinitionView>),
+        (status = 200, description = "This exact version exists", body = Envelope<DefinitionView>),
+        (status = 400, description = "Invalid request: the definition's diagnostics are in `details`", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    )
+)]
 pub async fn apply(
     State(state): State<AppState>,
     caller: Caller,
@@ -108,7 +133,7 @@ pub async fn apply(
             } else {
                 StatusCode::CREATED
             };
-            Ok(ok(status, views::definition(&rec)))
+            Ok(ok(status, DefinitionView::new(&rec)))
         }
         Err(rejected) => Err(ApiError::validation(
             refusal(&rejected.file, &rejected.diagnostics),
@@ -117,18 +142,40 @@ pub async fn apply(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflow-definitions",
+    operation_id = "listDefinitions",
+    summary = "The latest version of every definition",
+    tag = "definitions",
+    responses(
+        (status = 200, description = "Definitions", body = Envelope<Vec<DefinitionView>>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+    )
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let store = state.engine.store().clone();
     let ws = caller.workspace_id.clone();
     let defs = tokio::task::spawn_blocking(move || store.list_definitions(&ws))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(ok(
-        StatusCode::OK,
-        Value::Array(defs.iter().map(views::definition).collect()),
-    ))
+    let data: Vec<DefinitionView> = defs.iter().map(DefinitionView::new).collect();
+    Ok(ok(StatusCode::OK, data))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflow-definitions/{id}",
+    operation_id = "getDefinition",
+    summary = "A definition (by slug: its latest version; or an exact wfdef_ id) with all its versions",
+    tag = "definitions",
+    params(("id" = String, Path, description = "A slug (its latest version) or an exact wfdef_ id")),
+    responses(
+        (status = 200, description = "The definition", body = Envelope<DefinitionDetail>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -151,8 +198,12 @@ pub async fn get(
             "workflow definition `{id}` not found"
         )));
     };
-    let mut v = views::definition(&d);
-    v["source"] = json!(d.source);
-    v["versions"] = Value::Array(versions.iter().map(views::definition).collect());
-    Ok(ok(StatusCode::OK, v))
+    Ok(ok(
+        StatusCode::OK,
+        DefinitionDetail {
+            definition: DefinitionView::new(&d),
+            source: d.source.clone(),
+            versions: versions.iter().map(DefinitionView::new).collect(),
+        },
+    ))
 }

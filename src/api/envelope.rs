@@ -5,15 +5,24 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::error::ApiError;
+use super::schemas::{Envelope, Meta, Paged, True};
 use super::state::AppState;
 use crate::model::RunStatus;
 use crate::store::{RunQuery, RunRecord};
 
-pub fn ok(status: StatusCode, data: Value) -> Response {
-    (status, axum::Json(json!({"success": true, "data": data}))).into_response()
+/// `{"success": true, "data": data}` (the document's `Envelope<T>`).
+pub fn ok<T: Serialize>(status: StatusCode, data: T) -> Response {
+    (
+        status,
+        axum::Json(Envelope {
+            success: True,
+            data,
+        }),
+    )
+        .into_response()
 }
 
 /// Filters and page of a run listing, from query parameters; bad values are 400.
@@ -55,25 +64,31 @@ pub fn run_query(q: &HashMap<String, String>, workspace_id: &str) -> Result<RunQ
     })
 }
 
-/// One page of runs in the seeds' list shape, each run shaped by `view`.
-pub async fn page(
+/// One page of runs in the seeds' list shape (the document's `Paged<T>`), each run shaped
+/// by `view`.
+pub async fn page<T: Serialize>(
     state: &AppState,
     query: RunQuery,
-    view: impl Fn(&RunRecord) -> Value,
+    view: impl Fn(&RunRecord) -> T,
 ) -> Result<Response, ApiError> {
     let (page, page_size) = (query.page, query.page_size);
     let store = state.engine.store().clone();
     let (runs, total) = tokio::task::spawn_blocking(move || store.list_runs(&query))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let data: Vec<Value> = runs.iter().map(view).collect();
+    let data: Vec<T> = runs.iter().map(view).collect();
     Ok((
         StatusCode::OK,
-        axum::Json(json!({
-            "success": true,
-            "data": data,
-            "meta": {"page": page, "pageSize": page_size, "total": total, "totalPages": total.div_ceil(page_size)},
-        })),
+        axum::Json(Paged {
+            success: True,
+            data,
+            meta: Meta {
+                page,
+                page_size,
+                total,
+                total_pages: total.div_ceil(page_size),
+            },
+        }),
     )
         .into_response())
 }

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::schemas::{ErrorBody, ErrorDetail, False};
 use crate::engine::EngineError;
 
 #[derive(Debug)]
@@ -28,6 +29,21 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Every code `code` answers: the error envelope's schema lists them.
+    pub const CODES: [&'static str; 11] = [
+        "VALIDATION_ERROR",
+        "AUTH_ERROR",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "CONFLICT",
+        "GONE",
+        "PAYLOAD_TOO_LARGE",
+        "UNSUPPORTED_MEDIA_TYPE",
+        "METHOD_NOT_ALLOWED",
+        "UNAVAILABLE",
+        "INTERNAL_ERROR",
+    ];
+
     pub fn validation(message: impl Into<String>, details: Value) -> Self {
         ApiError::Validation {
             message: message.into(),
@@ -88,12 +104,24 @@ impl ApiError {
         }
     }
 
-    pub fn body(&self) -> Value {
+    /// The envelope as a typed value (its schema is the document's `Error`).
+    pub fn envelope(&self) -> ErrorBody {
         let details = match self {
             ApiError::Validation { details, .. } => details.clone(),
             _ => Value::Null,
         };
-        json!({"success": false, "error": {"code": self.code(), "message": self.message(), "details": details}})
+        ErrorBody {
+            success: False,
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.message(),
+                details,
+            },
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        serde_json::to_value(self.envelope()).unwrap_or(Value::Null)
     }
 }
 
@@ -102,7 +130,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!("internal error: {cause}");
         }
-        (self.status(), axum::Json(self.body())).into_response()
+        (self.status(), axum::Json(self.envelope())).into_response()
     }
 }
 
@@ -128,5 +156,29 @@ impl From<EngineError> for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         ApiError::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed() {
+        let all = [
+            ApiError::validation("", Value::Null),
+            ApiError::Auth(String::new()),
+            ApiError::Forbidden(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::Conflict(String::new()),
+            ApiError::Gone(String::new()),
+            ApiError::TooLarge(String::new()),
+            ApiError::UnsupportedMediaType(String::new()),
+            ApiError::MethodNotAllowed,
+            ApiError::Unavailable(String::new()),
+            ApiError::Internal(String::new()),
+        ];
+        let codes: Vec<&str> = all.iter().map(ApiError::code).collect();
+        assert_eq!(codes, ApiError::CODES);
     }
 }

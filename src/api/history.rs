@@ -4,15 +4,57 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use super::auth::Caller;
 use super::envelope::{page, run_query};
 use super::error::ApiError;
 use super::extract::Query;
+use super::schemas::{ErrorBody, Paged};
 use super::state::AppState;
-use super::views;
+use super::views::HistoryRun;
 
+/// Filters and page of the history (read by `envelope::run_query`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct HistoryParams {
+    /// Only `workflow` is recorded
+    #[param(required = false, value_type = String, pattern = "^workflow$")]
+    kind: String,
+    /// Filter by status (any case)
+    #[param(required = false)]
+    status: String,
+    /// Filter by definition (slug or wfdef_ id)
+    #[param(required = false)]
+    definition_id: String,
+    /// Created at or after (RFC 3339)
+    #[param(required = false, format = DateTime)]
+    from: String,
+    /// Created before (RFC 3339)
+    #[param(required = false, format = DateTime)]
+    to: String,
+    /// Page number (min 1)
+    #[param(required = false, minimum = 1)]
+    page: u64,
+    /// Results per page (1-100)
+    #[param(required = false, minimum = 1, maximum = 100)]
+    page_size: u64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/history",
+    operation_id = "history",
+    summary = "Run history across workflows (seed 002): filter by kind, status, definition and time",
+    tag = "history",
+    params(HistoryParams),
+    responses(
+        (status = 200, description = "A page of runs", body = Paged<HistoryRun>),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -27,11 +69,5 @@ pub async fn list(
         ));
     }
     let query = run_query(&q, &caller.workspace_id)?;
-    page(&state, query, |r| {
-        let mut v = views::run(r);
-        v.insert("kind".into(), json!("workflow"));
-        v.insert("trigger".into(), r.trigger.clone());
-        Value::Object(v)
-    })
-    .await
+    page(&state, query, HistoryRun::new).await
 }

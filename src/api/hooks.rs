@@ -5,14 +5,43 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 use super::envelope::ok;
 use super::error::ApiError;
 use super::extract::{AnyJson, Path, Query};
+use super::schemas::{Envelope, ErrorBody};
 use super::state::AppState;
 use crate::definition::StepKind;
+use crate::model::RunStatus;
 
+/// A hook's answer: the run it resumed and its status now.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookAccepted {
+    pub run_id: String,
+    pub status: RunStatus,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/hooks/{token}/resume",
+    operation_id = "resumeHook",
+    summary = "Resume a suspended run with its hook token (no API key): the JSON body is the step's value",
+    tag = "hooks",
+    security(()),
+    params(("token" = String, Path, description = "The hook's token")),
+    request_body(content = Option<Value>, content_type = "application/json", description = "The step's value (an approval's decision or a signal's payload)"),
+    responses(
+        (status = 202, description = "Accepted", body = Envelope<HookAccepted>),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The hook was already used", body = ErrorBody),
+        (status = 410, description = "The hook expired: its step no longer waits", body = ErrorBody),
+    )
+)]
 pub async fn resume_post(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -21,7 +50,10 @@ pub async fn resume_post(
     let run = state.engine.resume_hook(&token, payload, "hook").await?;
     Ok(ok(
         StatusCode::ACCEPTED,
-        json!({"runId": run.id, "status": run.status}),
+        HookAccepted {
+            run_id: run.id,
+            status: run.status,
+        },
     ))
 }
 
@@ -81,6 +113,22 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
 }
 
 /// People open this link from an email or a chat, so every answer, errors included, is a page.
+#[utoipa::path(
+    get,
+    path = "/v1/hooks/{token}/resume",
+    operation_id = "resumeHookLink",
+    summary = "Resume with query parameters (a shallow payload, coerced to the schema's types); answers an HTML page",
+    tag = "hooks",
+    security(()),
+    params(("token" = String, Path, description = "The hook's token")),
+    responses(
+        (status = 200, description = "Recorded", body = String, content_type = "text/html"),
+        (status = 400, description = "A value does not fit the schema; the run stays suspended", body = String, content_type = "text/html"),
+        (status = 404, description = "Unknown token", body = String, content_type = "text/html"),
+        (status = 409, description = "Already used", body = String, content_type = "text/html"),
+        (status = 410, description = "Expired", body = String, content_type = "text/html"),
+    )
+)]
 pub async fn resume_get(
     State(state): State<AppState>,
     token: Result<Path<String>, ApiError>,

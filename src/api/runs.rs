@@ -8,25 +8,90 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::envelope::{ok, page, run_query};
 use super::error::ApiError;
 use super::extract::{Json, Path, Query};
+use super::schemas::{Envelope, ErrorBody, Paged};
 use super::state::AppState;
-use super::views;
+use super::views::{self, HookView, RunDetail, RunView};
 use crate::engine::{CreateRun, Resume};
 use crate::store::RunRecord;
 
 /// Longest `?wait=` a request may hold.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Deserialize)]
+/// Fields are read as JSON values so that a wrong type is answered with the field's name.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = CreateRun, example = json!({"definitionId": "expense-approval", "input": {"employee": "Ada", "amount": 120}, "idempotencyKey": "expense-4711"}))]
 pub struct CreateBody {
+    /// A definition id (slug, latest version) or an exact wfdef_ version id.
+    #[schema(value_type = String, min_length = 1, required = true, nullable = false)]
     definition_id: Option<Value>,
+    /// Validated against the definition's input schema (defaults to {}).
+    #[schema(value_type = Object, required = false)]
     input: Option<Value>,
+    /// A second create with the same key returns the first run (200).
+    #[schema(value_type = String, min_length = 1, max_length = 255, required = false)]
     idempotency_key: Option<Value>,
+}
+
+/// `?wait=`: answer once the run settles.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct WaitParam {
+    /// Hold the request until the run is COMPLETED, FAILED, CANCELLED, PAUSED or WAITING, or this long passes (e.g. 30s, at most 5m).
+    #[param(required = false, pattern = "^([0-9]+(ms|s|m|h|d)?)+$")]
+    wait: String,
+}
+
+/// Filters and page of `GET /v1/workflow-runs` (read by `envelope::run_query`).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct ListParams {
+    /// Page number (min 1)
+    #[param(required = false, minimum = 1, default = 1)]
+    page: u64,
+    /// Results per page (1-100)
+    #[param(required = false, minimum = 1, maximum = 100, default = 20)]
+    page_size: u64,
+    /// Filter by status
+    #[param(required = false)]
+    status: crate::model::RunStatus,
+    /// Filter by definition (slug or wfdef_ id)
+    #[param(required = false)]
+    definition_id: String,
+    /// Created at or after (RFC 3339)
+    #[param(required = false, format = DateTime)]
+    from: String,
+    /// Created before (RFC 3339)
+    #[param(required = false, format = DateTime)]
+    to: String,
+}
+
+/// What `GET /v1/workflow-runs/{id}` adds to the run.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct IncludeParam {
+    /// Comma-separated: trigger, steps, trace, usage
+    #[param(required = false)]
+    include: String,
+}
+
+/// `?all=true` on a run's hooks.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AllParam {
+    /// Also list resumed and closed hooks
+    #[param(required = false)]
+    all: bool,
 }
 
 fn parse_wait(q: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
@@ -61,6 +126,23 @@ fn trigger(headers: &HeaderMap, caller: &Caller) -> Value {
     json!({"kind": kind, "label": label, "actor": caller.actor})
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflow-runs",
+    operation_id = "createRun",
+    summary = "Start a run; an idempotencyKey already used returns the existing run",
+    tag = "runs",
+    params(WaitParam),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = Envelope<RunView>),
+        (status = 200, description = "The run with this idempotency key", body = Envelope<RunView>),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -116,7 +198,7 @@ pub async fn create(
         Some(d) => settle(&state, &caller, &run.id, d).await?,
         None => run,
     };
-    Ok(ok(status, Value::Object(views::run(&run))))
+    Ok(ok(status, RunView::new(&run)))
 }
 
 async fn settle(
@@ -133,13 +215,26 @@ async fn settle(
         .await?)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflow-runs",
+    operation_id = "listRuns",
+    summary = "Runs of the workspace, newest first",
+    tag = "runs",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of runs", body = Paged<RunView>),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let query = run_query(&q, &caller.workspace_id)?;
-    page(&state, query, |r| Value::Object(views::run(r))).await
+    page(&state, query, RunView::new).await
 }
 
 /// The full view of a run: the list fields plus steps, trigger and, on request, the trace.
@@ -147,8 +242,7 @@ pub async fn detail(
     state: &AppState,
     run: &RunRecord,
     include: &[&str],
-) -> Result<Value, ApiError> {
-    let mut v = views::run(run);
+) -> Result<RunDetail, ApiError> {
     let store = state.engine.store().clone();
     let id = run.id.clone();
     let want_trace = include.contains(&"trace");
@@ -168,22 +262,15 @@ pub async fn detail(
         .engine
         .compiled(&run.workspace_id, &run.definition_id)
         .await?;
-    v.insert(
-        "steps".into(),
-        Value::Array(views::steps(&compiled, &steps)),
-    );
-    v.insert("trigger".into(), run.trigger.clone());
-    v.insert(
-        "actor".into(),
-        run.trigger.get("actor").cloned().unwrap_or(Value::Null),
-    );
-    if include.contains(&"usage") || include.contains(&"steps") {
-        v.insert("usage".into(), views::usage(&steps, &state.prices));
-    }
-    if let Some(events) = events {
-        v.insert("trace".into(), Value::Array(views::trace(&events)));
-    }
-    Ok(Value::Object(v))
+    let want_usage = include.contains(&"usage") || include.contains(&"steps");
+    Ok(RunDetail {
+        run: RunView::new(run),
+        steps: views::step_views(&compiled, &steps),
+        trigger: run.trigger.clone(),
+        actor: run.trigger.get("actor").cloned().unwrap_or(Value::Null),
+        usage: want_usage.then(|| views::usage_view(&steps, &state.prices)),
+        trace: events.map(|e| views::trace_events(&e)),
+    })
 }
 
 pub fn includes(q: &HashMap<String, String>) -> Result<Vec<&str>, ApiError> {
@@ -205,6 +292,20 @@ pub fn includes(q: &HashMap<String, String>) -> Result<Vec<&str>, ApiError> {
     Ok(out)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflow-runs/{id}",
+    operation_id = "getRun",
+    summary = "A run with its steps, pending action and trigger",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id (wfrun_…)"), WaitParam, IncludeParam),
+    responses(
+        (status = 200, description = "The run", body = Envelope<RunDetail>),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -220,21 +321,72 @@ pub async fn get(
     Ok(ok(StatusCode::OK, detail(&state, &run, &include).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflow-runs/{id}/cancel",
+    operation_id = "cancelRun",
+    summary = "Cancel a PENDING, RUNNING, WAITING or PAUSED run",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id (wfrun_…)")),
+    responses(
+        (status = 200, description = "Cancelled", body = Envelope<RunView>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The run is not in a state that allows this", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let run = state.engine.cancel(&caller.workspace_id, &id).await?;
-    Ok(ok(StatusCode::OK, Value::Object(views::run(&run))))
+    Ok(ok(StatusCode::OK, RunView::new(&run)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Seed 003's DELETE: the same as `POST …/cancel`.
+#[utoipa::path(
+    delete,
+    path = "/v1/workflow-runs/{id}",
+    operation_id = "deleteRun",
+    summary = "Cancel a run (seed 003's DELETE)",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id (wfrun_…)")),
+    responses(
+        (status = 200, description = "Cancelled", body = Envelope<RunView>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The run is not in a state that allows this", body = ErrorBody),
+    )
+)]
+pub async fn delete(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+) -> Result<Response, ApiError> {
+    cancel(state, caller, id).await
+}
+
+/// `{signalType, payload}` for a WAITING run; `{step, input}` or
+/// `{input: {resume: {step, input}}}` for a PAUSED approval.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = Resume, examples(
+    json!({"step": "review", "input": "approve"}),
+    json!({"signalType": "payout.sent", "payload": {"reference": "PAY-1"}})
+))]
 pub struct ResumeBody {
+    /// The signal a WAITING `external_event` step waits for.
+    #[schema(value_type = String, min_length = 1, required = false)]
     signal_type: Option<Value>,
+    /// The signal's payload, validated against the step's schema.
+    #[schema(value_type = Object, required = false)]
     payload: Option<Value>,
+    /// The PAUSED approval step.
+    #[schema(value_type = String, min_length = 1, required = false)]
     step: Option<Value>,
+    /// The decision: one of the approval's options.
+    #[schema(value_type = Value, required = false)]
     input: Option<Value>,
 }
 
@@ -298,6 +450,22 @@ fn resume_request(body: ResumeBody) -> Result<Resume, ApiError> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflow-runs/{id}/resume",
+    operation_id = "resumeRun",
+    summary = "Deliver a signal to a WAITING run, or a decision to a PAUSED approval",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id (wfrun_…)")),
+    request_body = ResumeBody,
+    responses(
+        (status = 200, description = "Resumed", body = Envelope<RunView>),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The run is not in a state that allows this", body = ErrorBody),
+    )
+)]
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
@@ -311,18 +479,45 @@ pub async fn resume(
         .engine
         .resume(&caller.workspace_id, &id, resume, &caller.actor)
         .await?;
-    Ok(ok(StatusCode::OK, Value::Object(views::run(&run))))
+    Ok(ok(StatusCode::OK, RunView::new(&run)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/workflow-runs/{id}/retry",
+    operation_id = "retryRun",
+    summary = "Retry a FAILED run from the failed step, keeping earlier outputs",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id (wfrun_…)")),
+    responses(
+        (status = 200, description = "Running again", body = Envelope<RunView>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 409, description = "The run is not in a state that allows this", body = ErrorBody),
+    )
+)]
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let run = state.engine.retry(&caller.workspace_id, &id).await?;
-    Ok(ok(StatusCode::OK, Value::Object(views::run(&run))))
+    Ok(ok(StatusCode::OK, RunView::new(&run)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/workflow-runs/{id}/hooks",
+    operation_id = "listRunHooks",
+    summary = "Pending hooks of a run, with their tokens and resume URLs",
+    tag = "hooks",
+    params(("id" = String, Path, description = "The run's id (wfrun_…)"), AllParam),
+    responses(
+        (status = 200, description = "Hooks", body = Envelope<Vec<HookView>>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    )
+)]
 pub async fn hooks(
     State(state): State<AppState>,
     caller: Caller,
@@ -337,10 +532,10 @@ pub async fn hooks(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let base = state.base_url(&headers);
-    let data: Vec<Value> = hooks
+    let data: Vec<HookView> = hooks
         .iter()
         .filter(|h| all || h.status == crate::store::HookStatus::Pending)
-        .map(|h| views::hook(h, &base))
+        .map(|h| HookView::new(h, &base))
         .collect();
-    Ok(ok(StatusCode::OK, Value::Array(data)))
+    Ok(ok(StatusCode::OK, data))
 }

@@ -5,14 +5,71 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::envelope::ok;
 use super::error::ApiError;
 use super::extract::{Body, Path};
+use super::schemas::{Envelope, ErrorBody};
 use super::state::AppState;
+use crate::model::RunStatus;
 
+/// A webhook delivery's answer: the run it started (or started before, for a redelivery),
+/// and for a trigger that delivers a signal, the runs the signal reached.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAccepted {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<RunStatus>,
+    /// false for a redelivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<super::signals::SignalResult>,
+}
+
+/// A trigger the server runs, with its stored state.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Trigger)]
+pub struct TriggerView {
+    pub name: String,
+    /// `webhook`, `schedule` or `poll`.
+    #[schema(example = "schedule")]
+    pub kind: &'static str,
+    /// The workflow it starts.
+    pub workflow: String,
+    pub enabled: bool,
+    /// Why it does not fire, when it does not.
+    #[schema(required = true)]
+    pub inactive: Option<String>,
+    pub label: String,
+    /// Its stored state (next due time, cursor, last error), null before its first firing.
+    #[schema(value_type = Value, required = true)]
+    pub state: Option<Value>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{endpoint}",
+    operation_id = "webhook",
+    summary = "A webhook trigger: the body (validated against its schema, signature checked) starts a run and/or delivers a signal to the runs waiting for it; a redelivery with the same id starts none",
+    tag = "triggers",
+    security(()),
+    params(("endpoint" = String, Path, description = "The trigger's webhook endpoint")),
+    request_body(content = Option<Value>, content_type = "application/json", description = "Any body; the trigger's schema and signature decide"),
+    responses(
+        (status = 202, description = "A run was started, or the signal reached a run or was buffered", body = Envelope<WebhookAccepted>),
+        (status = 200, description = "A redelivery: the run it started before (or a signal that reached nothing)", body = Envelope<WebhookAccepted>),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "The signature does not verify", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    )
+)]
 pub async fn webhook(
     State(state): State<AppState>,
     Path(endpoint): Path<String>,
@@ -31,29 +88,42 @@ pub async fn webhook(
         })
         .collect();
     let out = triggers.webhook(&endpoint, &headers, &body).await?;
-    let mut data = serde_json::Map::new();
+    let mut answer = WebhookAccepted {
+        run_id: None,
+        status: None,
+        created: None,
+        signal: None,
+    };
     let mut accepted = false;
-    if let Some((run, created)) = &out.run {
-        data.insert("runId".into(), json!(run.id));
-        data.insert("status".into(), json!(run.status));
-        data.insert("created".into(), json!(created));
-        accepted |= *created;
+    if let Some((run, created)) = out.run {
+        answer.run_id = Some(run.id);
+        answer.status = Some(run.status);
+        answer.created = Some(created);
+        accepted |= created;
     }
     if let Some((signal_type, correlate, o)) = &out.signal {
-        data.insert(
-            "signal".into(),
-            super::signals::outcome(signal_type, correlate, o),
-        );
         accepted |= !o.reached.is_empty() || o.buffered;
+        answer.signal = Some(super::signals::outcome(signal_type, correlate, o));
     }
     let status = if accepted {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok(ok(status, Value::Object(data)))
+    Ok(ok(status, answer))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/triggers",
+    operation_id = "listTriggers",
+    summary = "Triggers the server runs, with their state (next due time, cursor)",
+    tag = "triggers",
+    responses(
+        (status = 200, description = "Triggers", body = Envelope<Vec<TriggerView>>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+    )
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let mut out = Vec::new();
     let Some(triggers) = state
@@ -61,7 +131,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
         .as_ref()
         .filter(|t| t.workspace_id() == caller.workspace_id)
     else {
-        return Ok(ok(StatusCode::OK, Value::Array(out)));
+        return Ok(ok(StatusCode::OK, out));
     };
     for t in triggers.list() {
         let store = state.engine.store().clone();
@@ -70,7 +140,15 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         let inactive = triggers.inactive_reason(&t.name);
-        out.push(json!({"name": t.name, "kind": t.source.kind(), "workflow": t.workflow, "enabled": t.enabled, "inactive": inactive, "label": t.label(), "state": st}));
+        out.push(TriggerView {
+            name: t.name.clone(),
+            kind: t.source.kind(),
+            workflow: t.workflow.clone(),
+            enabled: t.enabled,
+            inactive,
+            label: t.label(),
+            state: st,
+        });
     }
-    Ok(ok(StatusCode::OK, Value::Array(out)))
+    Ok(ok(StatusCode::OK, out))
 }

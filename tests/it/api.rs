@@ -758,7 +758,7 @@ async fn openapi_documents_every_route_and_unknown_routes_are_enveloped() {
     assert_eq!(doc["openapi"], "3.1.0");
     for d in stepwise::api::docs() {
         assert!(
-            doc["paths"][d.path][d.method.to_ascii_lowercase()].is_object(),
+            doc["paths"][&d.path][d.method.to_ascii_lowercase()].is_object(),
             "{} {}",
             d.method,
             d.path

@@ -1,6 +1,7 @@
 //! The one integration-test binary: modules per area, shared helpers in `util`.
 
 mod api;
+mod api_conformance;
 mod api_guard;
 mod cli;
 mod cli_client;
