@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::response::Response;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::envelope::{page, run_query};
@@ -20,8 +20,8 @@ use super::views::HistoryRun;
 #[allow(dead_code)]
 pub struct HistoryParams {
     /// Only `workflow` is recorded
-    #[param(required = false, value_type = String, pattern = "^workflow$")]
-    kind: String,
+    #[param(required = false, inline)]
+    kind: HistoryKind,
     /// Filter by status (any case)
     #[param(required = false)]
     status: String,
@@ -40,6 +40,14 @@ pub struct HistoryParams {
     /// Results per page (1-100)
     #[param(required = false, minimum = 1, maximum = 100)]
     page_size: u64,
+}
+
+/// The history's kinds: this server records workflow runs (checked in `list`).
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum HistoryKind {
+    Workflow,
 }
 
 #[utoipa::path(

@@ -61,7 +61,7 @@ pub struct ListParams {
     #[param(required = false, minimum = 1, maximum = 100, default = 20)]
     page_size: u64,
     /// Filter by status
-    #[param(required = false)]
+    #[param(required = false, inline)]
     status: crate::model::RunStatus,
     /// Filter by definition (slug or wfdef_ id)
     #[param(required = false)]

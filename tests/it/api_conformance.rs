@@ -94,6 +94,7 @@ impl Checked {
             .json()
             .await
             .unwrap();
+        every_ref_resolves(&doc, &doc);
         Checked {
             env,
             base,
@@ -216,6 +217,24 @@ impl Checked {
             true,
         )
         .await
+    }
+}
+
+/// A `$ref` to a schema the document does not hold would make every tool reject it.
+fn every_ref_resolves(doc: &Value, v: &Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                let name = r.trim_start_matches("#/components/schemas/");
+                assert!(
+                    doc["components"]["schemas"].get(name).is_some(),
+                    "{r} is not in the document"
+                );
+            }
+            m.values().for_each(|x| every_ref_resolves(doc, x));
+        }
+        Value::Array(a) => a.iter().for_each(|x| every_ref_resolves(doc, x)),
+        _ => {}
     }
 }
 
