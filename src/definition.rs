@@ -21,6 +21,25 @@ pub struct Definition {
     /// Template mapping that builds the result.
     pub result: Option<Value>,
     pub steps: Vec<Step>,
+    /// Who hears when a run fails (`on_failure:`).
+    pub on_failure: Option<OnFailure>,
+}
+
+/// A failure alert: a JSON POST, a workflow started with the failed run as input, or both.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct OnFailure {
+    pub webhook: Option<AlertWebhook>,
+    /// The slug of the workflow to start.
+    pub workflow: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AlertWebhook {
+    /// May use `{{ secrets.NAME }}`.
+    pub url: String,
+    /// May use `{{ secrets.NAME }}`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +169,7 @@ impl Definition {
             output: doc.get("output").cloned(),
             result: doc.get("result").cloned(),
             steps,
+            on_failure: doc.get("on_failure").and_then(decode),
         }
     }
 

@@ -11,8 +11,9 @@
 //! (loading, recovery, eviction), `commands` and `resume` (what callers ask), `start` (one
 //! starter per step kind), `finish` (outcomes, run status), `children` (`workflow` steps),
 //! `timers` (the timer queue), `policy` (retries, backoff, limits), `observe` (metrics of
-//! what a batch committed).
+//! what a batch committed), `alerts` (failure alert rows and their attempts' results).
 
+mod alerts;
 mod batch;
 mod children;
 mod commands;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
+pub use self::alerts::AlertOutcome;
 use self::batch::Batch;
 use self::commit::{Failing, FailureLog};
 use self::timers::TimerQueue;
@@ -222,6 +224,14 @@ impl Scheduler {
             } => {
                 let r = self.retry(&workspace_id, &run_id);
                 self.batch.reply(reply, r);
+            }
+            Command::AlertDone {
+                alert,
+                outcome,
+                reply,
+            } => {
+                self.alert_done(&alert, outcome);
+                self.batch.reply(reply, Ok(()));
             }
             Command::Shutdown { reply } => self.shutdown = Some(reply),
             Command::Idle { reply } => self.idle.push(reply),

@@ -206,6 +206,14 @@ impl Store for SqliteStore {
         self.read_unfinished_bulks()
     }
 
+    fn alerts_due(&self, now: Timestamp, limit: usize) -> Result<Vec<super::AlertRecord>> {
+        self.read_alerts_due(now, limit)
+    }
+
+    fn alert(&self, id: &str) -> Result<Option<super::AlertRecord>> {
+        self.read_alert(id)
+    }
+
     fn probe(&self) -> Result<()> {
         self.write(|c| {
             c.execute(
@@ -559,7 +567,14 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<_>>()?
             };
             for id in &ids {
-                for table in ["step_executions", "events", "signals", "hooks", "timers"] {
+                for table in [
+                    "step_executions",
+                    "events",
+                    "signals",
+                    "hooks",
+                    "timers",
+                    "alerts",
+                ] {
                     tx.prepare_cached(&format!("DELETE FROM {table} WHERE run_id = ?1"))?
                         .execute(params![id])?;
                 }
