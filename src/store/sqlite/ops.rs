@@ -1,5 +1,5 @@
 //! Operations: `/metrics` gauges, `/readyz`, bulk operations (their selections of runs
-//! and their progress rows) and failure alerts.
+//! and their progress rows), failure alerts, and retention's deletes.
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
@@ -218,6 +218,43 @@ impl SqliteStore {
                 alert_from_row,
             )
             .optional()
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Retention: finished runs before `before`, with everything recorded about them.
+    pub(super) fn delete_finished(&self, before: Timestamp, limit: usize) -> Result<usize> {
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let ids: Vec<String> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
+                     AND status IN ('COMPLETED', 'FAILED', 'CANCELLED') LIMIT ?2",
+                )?;
+                stmt.query_map(
+                    params![micros(before), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| r.get(0),
+                )?
+                .collect::<rusqlite::Result<_>>()?
+            };
+            for id in &ids {
+                for table in [
+                    "step_executions",
+                    "events",
+                    "signals",
+                    "hooks",
+                    "timers",
+                    "alerts",
+                ] {
+                    tx.prepare_cached(&format!("DELETE FROM {table} WHERE run_id = ?1"))?
+                        .execute(params![id])?;
+                }
+                tx.prepare_cached("DELETE FROM runs WHERE id = ?1")?
+                    .execute(params![id])?;
+            }
+            tx.commit()?;
+            Ok(ids.len())
         })
     }
 }
