@@ -156,11 +156,10 @@ async fn workflow(engine: &Engine, alert: &AlertRecord) -> AlertOutcome {
         .await;
     match created {
         Ok((run, _)) => AlertOutcome::Delivered(json!({"childRunId": run.id})),
-        Err(
-            e @ (EngineError::NotFound(_)
-            | EngineError::Validation { .. }
-            | EngineError::Conflict(_)),
-        ) => AlertOutcome::Fail(e.to_string()),
+        Err(e @ (EngineError::Validation { .. } | EngineError::Conflict(_))) => {
+            AlertOutcome::Fail(e.to_string())
+        }
+        // An unknown workflow may be one a folder of definitions has not loaded yet.
         Err(e) => AlertOutcome::Retry(e.to_string()),
     }
 }

@@ -307,3 +307,35 @@ async fn an_alert_is_delivered_once_across_kill_9() {
     assert_eq!(alert.status.as_str(), "delivered");
     assert!(alert.attempts >= 2, "{alert:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_the_receiver_refuses_is_given_up_and_recorded() {
+    let api = Api::start().await;
+    api.apply("id: picky\ninput: {type: object, required: [nope]}\nsteps:\n  - id: note\n    type: action\n    uses: transform\n    with: {value: 1}\n").await;
+    api.apply("id: doomed\non_failure:\n  workflow: picky\n  webhook: {url: \"{server}/status/400\"}\nsteps:\n  - id: call\n    type: action\n    uses: http\n    with: {url: \"{server}/status/500\"}\n").await;
+    let id = failed_run(&api, "doomed").await;
+    let store = api.env.engine.store().clone();
+    let failed = until("both alerts to give up", async || {
+        let f: Vec<Value> = kinds(store.as_ref(), &id)
+            .into_iter()
+            .filter(|(k, _)| *k == EventKind::AlertFailed)
+            .map(|(_, v)| v)
+            .collect();
+        (f.len() == 2).then_some(f)
+    })
+    .await;
+    let errors: Vec<&str> = failed
+        .iter()
+        .map(|f| f["error"].as_str().unwrap())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("answered 400")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().any(|e| e.contains("input")), "{errors:?}");
+    assert!(failed.iter().all(|f| f["attempts"] == 1), "{failed:?}");
+    let (_, b) = api
+        .call("GET", "/v1/workflow-runs?definitionId=picky", None)
+        .await;
+    assert_eq!(b["meta"]["total"], 0, "{b}");
+}
