@@ -25,6 +25,25 @@ pub struct Definition {
     /// At most `limit` run starts per `per`.
     pub rate: Option<Rate>,
     pub steps: Vec<Step>,
+    /// Who hears when a run fails (`on_failure:`).
+    pub on_failure: Option<OnFailure>,
+}
+
+/// A failure alert: a JSON POST, a workflow started with the failed run as input, or both.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct OnFailure {
+    pub webhook: Option<AlertWebhook>,
+    /// The slug of the workflow to start.
+    pub workflow: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AlertWebhook {
+    /// May use `{{ secrets.NAME }}`.
+    pub url: String,
+    /// May use `{{ secrets.NAME }}`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -179,6 +198,7 @@ impl Definition {
             concurrency: doc.get("concurrency").and_then(decode),
             rate: doc.get("rate").and_then(decode),
             steps,
+            on_failure: doc.get("on_failure").and_then(decode),
         }
     }
 

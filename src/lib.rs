@@ -2,6 +2,7 @@
 //! validation (diagnostics) → definition model → compiled plan.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod alerts;
 pub mod api;
 pub mod builtins;
 pub mod bulk;

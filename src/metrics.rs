@@ -169,7 +169,7 @@ impl Metrics {
         );
         r.register(
             "trigger_errors",
-            "Trigger events that started no run, and failed polls, by trigger and kind",
+            "Trigger events that started no run (refused webhook deliveries included), and failed polls, by trigger and kind",
             m.trigger_errors.clone(),
         );
         r.register(

@@ -241,6 +241,13 @@ pub enum EventKind {
     TimerFired,
     ChildStarted,
     Log,
+    /// A failure alert was created with the run's failure.
+    AlertQueued,
+    AlertDelivered,
+    /// An attempt failed; another follows.
+    AlertRetrying,
+    /// Given up: the last attempt failed, or the receiver refused for good.
+    AlertFailed,
 }
 
 text_enum!(EventKind {
@@ -263,6 +270,10 @@ text_enum!(EventKind {
     TimerFired => "timer.fired",
     ChildStarted => "child.started",
     Log => "log",
+    AlertQueued => "alert.queued",
+    AlertDelivered => "alert.delivered",
+    AlertRetrying => "alert.retrying",
+    AlertFailed => "alert.failed",
 });
 
 /// Runs a trigger starts carry an idempotency key `<kind>:…` (derived from the event), and
@@ -270,5 +281,11 @@ text_enum!(EventKind {
 pub const KEY_PREFIX_WEBHOOK: &str = "webhook:";
 pub const KEY_PREFIX_SCHEDULE: &str = "schedule:";
 pub const KEY_PREFIX_POLL: &str = "poll:";
-pub const RESERVED_KEY_PREFIXES: [&str; 3] =
-    [KEY_PREFIX_WEBHOOK, KEY_PREFIX_SCHEDULE, KEY_PREFIX_POLL];
+/// Runs a failure alert starts (`on_failure: {workflow}`).
+pub const KEY_PREFIX_ALERT: &str = "alert:";
+pub const RESERVED_KEY_PREFIXES: [&str; 4] = [
+    KEY_PREFIX_WEBHOOK,
+    KEY_PREFIX_SCHEDULE,
+    KEY_PREFIX_POLL,
+    KEY_PREFIX_ALERT,
+];

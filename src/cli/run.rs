@@ -312,6 +312,9 @@ fn line(e: &(String, StepStatus, Instant, Option<Duration>)) -> String {
 pub fn worker(args: &WorkerArgs) -> Outcome {
     with_engine(&args.db, |engine| async move {
         tracing::info!("worker running on {}", args.db.db.display());
+        if let Err(e) = crate::bulk::resume(&engine).await {
+            eprintln!("error: cannot resume bulk operations: {e}");
+        }
         let mut ctrl_c = std::pin::pin!(shutdown_signal());
         loop {
             tokio::select! {

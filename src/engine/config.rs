@@ -52,6 +52,13 @@ pub struct EngineConfig {
     pub plans: PlanLoader,
     /// Stands in for executors (`stepwise test`); `None` everywhere else.
     pub intercept: Option<super::Interceptor>,
+    /// A failure alert for every workflow, besides the workflow's own `on_failure`
+    /// (`STEPWISE_ON_FAILURE_URL`, `STEPWISE_ON_FAILURE_WORKFLOW`).
+    pub on_failure: Option<crate::definition::OnFailure>,
+    /// A failed alert delivery is tried again after this, doubling up to 5 minutes.
+    pub alert_retry_first: Duration,
+    /// Attempts of one alert before it is given up (`alert.failed` in the run's trace).
+    pub alert_max_attempts: i64,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +74,9 @@ impl Default for EngineConfig {
             commit_retry_max: Duration::from_secs(5),
             plans: PlanLoader::default(),
             intercept: None,
+            on_failure: None,
+            alert_retry_first: Duration::from_secs(1),
+            alert_max_attempts: 20,
         }
     }
 }
@@ -88,6 +98,28 @@ impl EngineConfig {
             {
                 cfg.secrets.insert(name.to_string(), v);
             }
+        }
+        let url = std::env::var("STEPWISE_ON_FAILURE_URL")
+            .ok()
+            .filter(|v| !v.is_empty());
+        let workflow = std::env::var("STEPWISE_ON_FAILURE_WORKFLOW")
+            .ok()
+            .filter(|v| !v.is_empty());
+        if let Some(u) = &url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(format!(
+                "STEPWISE_ON_FAILURE_URL: `{u}` is not an http:// or https:// URL"
+            ));
+        }
+        if url.is_some() || workflow.is_some() {
+            cfg.on_failure = Some(crate::definition::OnFailure {
+                webhook: url.map(|url| crate::definition::AlertWebhook {
+                    url,
+                    headers: Default::default(),
+                }),
+                workflow,
+            });
         }
         if let Ok(v) = std::env::var("STEPWISE_MAX_SUSPENDED") {
             cfg.max_suspended =

@@ -22,6 +22,7 @@ pub use config::{EngineConfig, PlanLoader};
 pub use error::{EngineError, Result};
 pub use signals::{MAX_CORRELATION, SendSignal, SignalOutcome, valid_signal_type};
 pub use intercept::{Intercepted, Interceptor, StepCall, StepIntercept};
+pub use scheduler::AlertOutcome;
 
 use crate::clock::SharedClock;
 use crate::diagnostics::{Diagnostic, SourceFile};
@@ -101,6 +102,12 @@ pub(crate) enum Command {
         attempt: i64,
         result: std::result::Result<crate::exec::Success, crate::exec::StepError>,
     },
+    /// A failure alert's delivery attempt finished (answered once its result committed).
+    AlertDone {
+        alert: Box<crate::store::AlertRecord>,
+        outcome: AlertOutcome,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -160,6 +167,7 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let engine = Engine::with_channel(store, clock, config, tx, 8_192);
         scheduler::spawn(engine.clone(), rx)?;
+        crate::alerts::spawn(engine.clone());
         Ok(engine)
     }
 
@@ -373,7 +381,7 @@ impl Engine {
         {
             return Err(EngineError::validation(
                 format!(
-                    "idempotencyKey may not start with `{p}`: keys starting with {} are reserved for the keys triggers make",
+                    "idempotencyKey may not start with `{p}`: keys starting with {} are reserved for the keys triggers and failure alerts make",
                     crate::model::RESERVED_KEY_PREFIXES
                         .map(|p| format!("`{p}`"))
                         .join(", ")
@@ -512,6 +520,25 @@ impl Engine {
                 run = self.run(workspace_id, run_id).await?;
             }
         }
+    }
+
+    /// Record a failure alert's delivery attempt (the scheduler writes it with its event).
+    pub(crate) async fn alert_done(
+        &self,
+        alert: crate::store::AlertRecord,
+        outcome: AlertOutcome,
+    ) -> Result<()> {
+        self.call(|reply| Command::AlertDone {
+            alert: Box::new(alert),
+            outcome,
+            reply,
+        })
+        .await
+    }
+
+    /// Whether the scheduler stopped (background tasks end with it).
+    pub(crate) fn stopped(&self) -> bool {
+        self.inner.tx.is_closed()
     }
 
     /// Finish committing, stop the scheduler; in-flight steps are left resumable.

@@ -295,6 +295,17 @@ pub enum Write {
         run_id: String,
         at: Timestamp,
     },
+    /// A new alert; an alert with the same id already stored is kept as it is.
+    PutAlert(Box<AlertRecord>),
+    /// An attempt's result.
+    UpdateAlert {
+        id: String,
+        status: AlertStatus,
+        attempts: i64,
+        next_at: Timestamp,
+        last_error: Option<String>,
+        finished_at: Option<Timestamp>,
+    },
 }
 
 impl Write {
@@ -321,6 +332,39 @@ pub struct RunQuery {
     pub page: u64,
     pub page_size: u64,
 }
+
+/// A failure alert: created with the run's failure, in the same commit; delivered by
+/// `crate::alerts` and updated by the scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    /// `<run id>:<run attempt>:<target>`: one alert per failure and target, by construction.
+    pub id: String,
+    pub run_id: String,
+    pub workspace_id: String,
+    /// `webhook` or `workflow`.
+    pub kind: String,
+    /// The webhook (`{url, headers}`) or `{workflow}`.
+    pub target: Value,
+    /// What is delivered: `{alertId, event, run, error}`.
+    pub body: Value,
+    pub status: AlertStatus,
+    pub attempts: i64,
+    /// When the next attempt is due (pending alerts).
+    pub next_at: Timestamp,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertStatus {
+    Pending,
+    Delivered,
+    /// Given up after the last attempt, or refused for good (a 4xx, an unknown workflow).
+    Failed,
+}
+
+crate::model::text_enum!(AlertStatus { Pending => "pending", Delivered => "delivered", Failed => "failed" });
 
 /// Runs a bulk operation acts on (`count_runs`, `select_runs`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -455,4 +499,10 @@ pub trait Store: Send + Sync + 'static {
         correlation: &str,
         now: Timestamp,
     ) -> Result<Vec<BufferedSignal>>;
+
+
+    // Failure alerts (issue 14).
+    /// Pending alerts due at or before `now`, oldest first.
+    fn alerts_due(&self, now: Timestamp, limit: usize) -> Result<Vec<AlertRecord>>;
+    fn alert(&self, id: &str) -> Result<Option<AlertRecord>>;
 }

@@ -62,29 +62,17 @@ impl Triggers {
         let Source::Webhook(w) = &t.source else {
             return Err(EngineError::NotFound(format!("no webhook `{endpoint}`")));
         };
-        self.verify(w, headers, body)?;
-        let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
-            json!({})
-        } else {
-            serde_json::from_slice(body).map_err(|e| {
-                EngineError::validation(
-                    format!("the body is not JSON: {e}"),
-                    json!({"line": e.line(), "column": e.column()}),
-                )
-            })?
-        };
-        if let Some(schema) = &w.schema {
-            let v = jsonschema::options().build(schema).map_err(|e| {
-                EngineError::Internal(format!("webhook `{endpoint}` has an invalid schema: {e}"))
-            })?;
-            let problems = violations(&v, &payload);
-            if !problems.is_empty() {
-                return Err(EngineError::validation(
-                    format!("the body does not match the schema of webhook `{endpoint}`"),
-                    json!({"field": "body", "problems": problems}),
-                ));
+        let payload = match self.accepted(w, endpoint, headers, body) {
+            Ok(p) => p,
+            Err(e) => {
+                // A refused delivery (signature, body, schema) is a trigger error to watch.
+                crate::metrics::Metrics::inc(
+                    &self.engine.metrics().trigger_errors,
+                    vec![("trigger", t.name.clone()), ("kind", "webhook".into())],
+                );
+                return Err(e);
             }
-        }
+        };
         let delivery = match &w.idempotency {
             Some(i) => match (&i.header, &i.field) {
                 (Some(h), _) => headers.get(&h.to_ascii_lowercase()).cloned(),
@@ -190,6 +178,40 @@ impl Triggers {
             None => body.clone(),
         };
         Ok((correlate, payload))
+    }
+
+    /// The delivery's JSON payload, once its signature and schema check out.
+    fn accepted(
+        &self,
+        w: &Webhook,
+        endpoint: &str,
+        headers: &HashMap<String, String>,
+        body: &[u8],
+    ) -> Result<Value> {
+        self.verify(w, headers, body)?;
+        let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                EngineError::validation(
+                    format!("the body is not JSON: {e}"),
+                    json!({"line": e.line(), "column": e.column()}),
+                )
+            })?
+        };
+        if let Some(schema) = &w.schema {
+            let v = jsonschema::options().build(schema).map_err(|e| {
+                EngineError::Internal(format!("webhook `{endpoint}` has an invalid schema: {e}"))
+            })?;
+            let problems = violations(&v, &payload);
+            if !problems.is_empty() {
+                return Err(EngineError::validation(
+                    format!("the body does not match the schema of webhook `{endpoint}`"),
+                    json!({"field": "body", "problems": problems}),
+                ));
+            }
+        }
+        Ok(payload)
     }
 
     fn verify(&self, w: &Webhook, headers: &HashMap<String, String>, body: &[u8]) -> Result<()> {

@@ -199,6 +199,16 @@ transform: {name: "{{ event.body.name | upper }}"}
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
+    // /metrics: three refused deliveries, one firing and one redelivery that found its run.
+    let text = s.engine.metrics().render(&Default::default(), 0, true);
+    assert!(
+        text.contains("stepwise_trigger_errors_total{trigger=\"signup\",kind=\"webhook\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stepwise_trigger_firings_total{trigger=\"signup\",kind=\"webhook\"} 2"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

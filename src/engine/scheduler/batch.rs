@@ -122,6 +122,12 @@ fn redact_write(s: &Secrets, w: &mut Write) {
         Write::Event(e) => e.data = s.redact(&e.data),
         Write::Signal(sig) => sig.payload = s.redact(&sig.payload),
         Write::BufferSignal(b) => b.payload = s.redact(&b.payload),
+        Write::PutAlert(a) => a.body = s.redact(&a.body),
+        Write::UpdateAlert { last_error, .. } => {
+            if let Some(e) = last_error {
+                *e = s.redact_str(e);
+            }
+        }
         Write::PutTimer(_)
         | Write::DeleteTimer { .. }
         | Write::DeleteRunTimers { .. }

@@ -209,6 +209,7 @@ impl Scheduler {
         });
         let data = error.map_or_else(|| json!({}), |e| json!({"error": e}));
         self.event(&run.rec.id, event, None, data);
+        self.queue_alerts(run);
         self.count_run_finished(run);
         self.finished(run);
     }

@@ -324,6 +324,11 @@ impl Scheduler {
                 let _ = reply.send(Err(err()));
                 None
             }
+            // The alert stays due: it is attempted again once the store is back.
+            Command::AlertDone { reply, .. } => {
+                let _ = reply.send(Err(err()));
+                None
+            }
             other => Some(other),
         }
     }

@@ -13,8 +13,9 @@
 //! (outcomes, run status), `children` (`workflow` steps), `timers` (the timer queue),
 //! `policy` (retries, backoff, limits), `limits` (concurrency and rate limits: queues of
 //! PENDING runs and of steps waiting for a slot), `observe` (metrics of what a batch
-//! committed).
+//! committed), `alerts` (failure alert rows and their attempts' results).
 
+mod alerts;
 mod batch;
 mod children;
 mod commands;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
+pub use self::alerts::AlertOutcome;
 use self::batch::Batch;
 use self::commit::{Failing, FailureLog};
 use self::timers::TimerQueue;
@@ -239,6 +241,14 @@ impl Scheduler {
             } => {
                 let r = self.route_signal(req, buffer, compiled);
                 self.batch.reply(reply, r);
+            }
+            Command::AlertDone {
+                alert,
+                outcome,
+                reply,
+            } => {
+                self.alert_done(&alert, outcome);
+                self.batch.reply(reply, Ok(()));
             }
             Command::Shutdown { reply } => self.shutdown = Some(reply),
             Command::Idle { reply } => self.idle.push(reply),

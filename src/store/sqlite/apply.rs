@@ -172,6 +172,46 @@ pub(super) fn apply_write(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite
             )?
             .execute(params![id, run_id, micros(*at)])?;
         }
+        Write::PutAlert(a) => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO alerts (id, run_id, workspace_id, kind, target, body, status, attempts, next_at, last_error, created_at, finished_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                a.id,
+                a.run_id,
+                a.workspace_id,
+                a.kind,
+                json_text(&a.target),
+                json_text(&a.body),
+                a.status.as_str(),
+                a.attempts,
+                micros(a.next_at),
+                a.last_error,
+                micros(a.created_at),
+                a.finished_at.map(micros)
+            ])?;
+        }
+        Write::UpdateAlert {
+            id,
+            status,
+            attempts,
+            next_at,
+            last_error,
+            finished_at,
+        } => {
+            tx.prepare_cached(
+                "UPDATE alerts SET status = ?2, attempts = ?3, next_at = ?4, last_error = ?5, finished_at = ?6 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                status.as_str(),
+                attempts,
+                micros(*next_at),
+                last_error,
+                finished_at.map(micros)
+            ])?;
+        }
     }
     Ok(())
 }

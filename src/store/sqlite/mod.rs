@@ -207,6 +207,14 @@ impl Store for SqliteStore {
         self.read_unfinished_bulks()
     }
 
+    fn alerts_due(&self, now: Timestamp, limit: usize) -> Result<Vec<super::AlertRecord>> {
+        self.read_alerts_due(now, limit)
+    }
+
+    fn alert(&self, id: &str) -> Result<Option<super::AlertRecord>> {
+        self.read_alert(id)
+    }
+
     fn probe(&self) -> Result<()> {
         self.write(|c| {
             c.execute(
@@ -546,31 +554,7 @@ impl Store for SqliteStore {
     }
 
     fn delete_finished_before(&self, before: Timestamp, limit: usize) -> Result<usize> {
-        self.write(|conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let ids: Vec<String> = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
-                     AND status IN ('COMPLETED', 'FAILED', 'CANCELLED') LIMIT ?2",
-                )?;
-                stmt.query_map(
-                    params![micros(before), i64::try_from(limit).unwrap_or(i64::MAX)],
-                    |r| r.get(0),
-                )?
-                .collect::<rusqlite::Result<_>>()?
-            };
-            for id in &ids {
-                for table in ["step_executions", "events", "signals", "hooks", "timers"] {
-                    tx.prepare_cached(&format!("DELETE FROM {table} WHERE run_id = ?1"))?
-                        .execute(params![id])?;
-                }
-                tx.prepare_cached("DELETE FROM runs WHERE id = ?1")?
-                    .execute(params![id])?;
-            }
-            signals::delete_expired(&tx, before)?;
-            tx.commit()?;
-            Ok(ids.len())
-        })
+        self.delete_finished(before, limit)
     }
 
     fn hooks_for_run(&self, run_id: &str) -> Result<Vec<HookRecord>> {

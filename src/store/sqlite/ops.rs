@@ -1,5 +1,5 @@
-//! Operations: `/metrics` gauges, `/readyz`, and bulk operations (their selections of runs
-//! and their progress rows).
+//! Operations: `/metrics` gauges, `/readyz`, bulk operations (their selections of runs
+//! and their progress rows), failure alerts, and retention's deletes.
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{SqliteStore, micros, parse_json, schema, ts};
 use crate::metrics::StoredGauges;
 use crate::model::DEFINITION_PREFIX;
-use crate::store::{BulkRecord, Result, RunSelection, StoreError};
+use crate::store::{AlertRecord, AlertStatus, BulkRecord, Result, RunSelection, StoreError};
 
 impl SqliteStore {
     pub(super) fn read_gauges(&self, now: Timestamp) -> Result<StoredGauges> {
@@ -171,6 +171,91 @@ impl SqliteStore {
                 "SELECT id, workspace_id, finished, state FROM bulk_operations WHERE finished = 0 ORDER BY id",
             )?;
             stmt.query_map([], bulk_from_row)?.collect()
+        })
+    }
+}
+
+const ALERT_COLUMNS: &str = "id, run_id, workspace_id, kind, target, body, status, attempts, next_at, last_error, created_at, finished_at";
+
+fn alert_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
+    let status: String = r.get(6)?;
+    Ok(AlertRecord {
+        id: r.get(0)?,
+        run_id: r.get(1)?,
+        workspace_id: r.get(2)?,
+        kind: r.get(3)?,
+        target: parse_json(Some(r.get(4)?))?.unwrap_or(Value::Null),
+        body: parse_json(Some(r.get(5)?))?.unwrap_or(Value::Null),
+        status: AlertStatus::parse(&status)
+            .ok_or_else(|| super::conversion(format!("alert status `{status}`")))?,
+        attempts: r.get(7)?,
+        next_at: ts(r.get(8)?),
+        last_error: r.get(9)?,
+        created_at: ts(r.get(10)?),
+        finished_at: r.get::<_, Option<i64>>(11)?.map(ts),
+    })
+}
+
+impl SqliteStore {
+    pub(super) fn read_alerts_due(&self, now: Timestamp, limit: usize) -> Result<Vec<AlertRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE status = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2"
+            ))?;
+            stmt.query_map(
+                params![micros(now), i64::try_from(limit).unwrap_or(i64::MAX)],
+                alert_from_row,
+            )?
+            .collect()
+        })
+    }
+
+    pub(super) fn read_alert(&self, id: &str) -> Result<Option<AlertRecord>> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"),
+                params![id],
+                alert_from_row,
+            )
+            .optional()
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Retention: finished runs before `before`, with everything recorded about them.
+    pub(super) fn delete_finished(&self, before: Timestamp, limit: usize) -> Result<usize> {
+        self.write(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let ids: Vec<String> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
+                     AND status IN ('COMPLETED', 'FAILED', 'CANCELLED') LIMIT ?2",
+                )?;
+                stmt.query_map(
+                    params![micros(before), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| r.get(0),
+                )?
+                .collect::<rusqlite::Result<_>>()?
+            };
+            for id in &ids {
+                for table in [
+                    "step_executions",
+                    "events",
+                    "signals",
+                    "hooks",
+                    "timers",
+                    "alerts",
+                ] {
+                    tx.prepare_cached(&format!("DELETE FROM {table} WHERE run_id = ?1"))?
+                        .execute(params![id])?;
+                }
+                tx.prepare_cached("DELETE FROM runs WHERE id = ?1")?
+                    .execute(params![id])?;
+            }
+            super::signals::delete_expired(&tx, before)?;
+            tx.commit()?;
+            Ok(ids.len())
         })
     }
 }

@@ -138,6 +138,22 @@ CREATE TABLE bulk_operations (
     state        TEXT NOT NULL
 );
 CREATE INDEX bulk_unfinished ON bulk_operations (finished) WHERE finished = 0;
+CREATE TABLE alerts (
+    id           TEXT PRIMARY KEY,
+    run_id       TEXT NOT NULL,
+    workspace_id TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    target       TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL,
+    next_at      INTEGER NOT NULL,
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    finished_at  INTEGER
+);
+CREATE INDEX alerts_due ON alerts (next_at) WHERE status = 'pending';
+CREATE INDEX alerts_by_run ON alerts (run_id);
 "#,
     // Correlated signals: waiting external event steps are found by (workspace, signal
     // type, correlation) through a partial index of pending hooks; early signals wait in

@@ -320,6 +320,16 @@ impl Store for FaultStore {
     fn unfinished_bulks(&self) -> Result<Vec<stepwise::store::BulkRecord>> {
         self.inner.unfinished_bulks()
     }
+    fn alerts_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<stepwise::store::AlertRecord>> {
+        self.inner.alerts_due(now, limit)
+    }
+    fn alert(&self, id: &str) -> Result<Option<stepwise::store::AlertRecord>> {
+        self.inner.alert(id)
+    }
 }
 
 #[test]
