@@ -14,6 +14,7 @@ pub mod engine;
 pub mod exec;
 pub mod history;
 pub mod http_client;
+pub mod mcp;
 pub mod model;
 pub mod otlp;
 pub mod store;

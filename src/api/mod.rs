@@ -1,6 +1,7 @@
 //! The HTTP API. `router(state)` builds it (tests call it without a socket); every route
 //! is listed once in `routes()`, with its documentation, so `/openapi.json` cannot drift.
 
+mod agents;
 mod auth;
 mod definitions;
 mod envelope;
@@ -9,6 +10,7 @@ mod extract;
 mod guard;
 mod history;
 mod hooks;
+mod mcp;
 mod openapi;
 mod origin;
 mod runs;
@@ -297,6 +299,34 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
         ),
         (
             Doc {
+                method: "POST",
+                path: "/v1/agents/{name}/workflow",
+                operation_id: "agentWorkflow",
+                summary: "Seed 003: start the workflow {name} with input.state (input.task is recorded) and answer once it pauses, completes or fails",
+                tag: "agents",
+                auth: true,
+                query: &[(
+                    "wait",
+                    "Hold the request at most this long (default 30s, at most 5m); then answer with the run as it is",
+                    r#"{"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d)?)+$"}"#,
+                )],
+                body: Some("AgentWorkflow"),
+                responses: &[
+                    (
+                        200,
+                        "The run: paused, completed, failed, or still running",
+                        "AgentRun",
+                    ),
+                    E400,
+                    E401,
+                    E404,
+                    (413, "Body too large", ""),
+                ],
+            },
+            post(agents::workflow),
+        ),
+        (
+            Doc {
                 method: "GET",
                 path: "/v1/history",
                 operation_id: "history",
@@ -467,6 +497,17 @@ pub fn router(state: AppState) -> Router {
     for (path, handler) in by_path {
         router = router.route(path, handler);
     }
+    // MCP over Streamable HTTP: a protocol endpoint of its own (docs/mcp.md), not a REST
+    // route, so it is not in the OpenAPI document.
+    let service = mcp::service(&state);
+    router = router.route(
+        "/mcp",
+        axum::routing::any(
+            move |st: axum::extract::State<AppState>, req: axum::extract::Request| {
+                mcp::handle(st, service.clone(), req)
+            },
+        ),
+    );
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

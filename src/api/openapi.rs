@@ -130,6 +130,40 @@ fn components() -> Value {
                     "input": {}
                 }
             },
+            "AgentWorkflow": {
+                "type": "object",
+                "required": ["input"],
+                "additionalProperties": false,
+                "properties": {
+                    "input": {
+                        "type": "object",
+                        "required": ["task"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "task": {"type": "string", "minLength": 1, "description": "What the workflow is to do; recorded in the run's trigger."},
+                            "state": {"type": "object", "description": "The workflow's input (validated against its input schema)."}
+                        }
+                    }
+                }
+            },
+            "AgentRun": {
+                "type": "object",
+                "required": ["output", "run_id"],
+                "properties": {
+                    "run_id": {"type": "string", "pattern": "^wfrun_"},
+                    "output": {
+                        "type": "object",
+                        "required": ["status", "steps", "result", "pendingAction"],
+                        "properties": {
+                            "status": {"type": "string", "enum": ["running", "paused", "completed", "failed", "cancelled"]},
+                            "steps": {"type": "array", "items": {"type": "object", "required": ["name", "status"], "properties": {"name": {"type": "string"}, "status": {"type": "string"}, "output": {}, "error": {}}}},
+                            "result": {},
+                            "pendingAction": {"$ref": "#/components/schemas/PendingAction"},
+                            "error": {}
+                        }
+                    }
+                }
+            },
             "Definition": {
                 "type": "object",
                 "required": ["id", "definitionId", "version"],
@@ -215,6 +249,9 @@ fn operation(d: &Doc) -> Value {
             json!({"text/html": {"schema": {"type": "string"}}})
         } else if *code >= 400 {
             json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}})
+        } else if *schema == "AgentRun" {
+            // Seed 003 answers without the success envelope.
+            json!({"application/json": {"schema": schema_ref(schema)}})
         } else if *schema == "openapi" || *schema == "health" {
             json!({"application/json": {"schema": {"type": "object"}}})
         } else {

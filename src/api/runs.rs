@@ -29,7 +29,7 @@ pub struct CreateBody {
     idempotency_key: Option<Value>,
 }
 
-fn parse_wait(q: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
+pub(super) fn parse_wait(q: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
     let Some(w) = q.get("wait") else {
         return Ok(None);
     };

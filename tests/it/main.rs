@@ -1,5 +1,6 @@
 //! The one integration-test binary: modules per area, shared helpers in `util`.
 
+mod agents;
 mod api;
 mod api_guard;
 mod cli;
@@ -12,6 +13,7 @@ mod faults;
 mod fuzz;
 mod hardening;
 mod lint_corpus;
+mod mcp;
 mod serve;
 mod server;
 mod store_failures;
