@@ -220,3 +220,68 @@ pub async fn list(engine: &Engine, workspace_id: &str) -> Result<Vec<Tool>, Erro
     out.extend(management());
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::SourceFile;
+
+    fn def(yaml: &str) -> Definition {
+        let l = crate::validate::lint(&SourceFile::new("t.yaml", yaml));
+        l.definition
+            .unwrap_or_else(|| panic!("{:?}", l.diagnostics))
+    }
+
+    const STEP: &str =
+        "steps:\n  - id: a\n    type: action\n    uses: transform\n    with: {value: 1}\n";
+
+    #[test]
+    fn output_schemas_are_objects_and_absent_when_a_run_may_pause() {
+        let plain = def(&format!("id: plain\n{STEP}"));
+        assert_eq!(output_schema(&plain), None);
+        assert_eq!(
+            input_schema(&plain),
+            json!({"type": "object"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        );
+        let object = def(&format!("id: obj\noutput: {{type: object}}\n{STEP}"));
+        assert_eq!(
+            output_schema(&object),
+            Some((json!({"type": "object"}), false))
+        );
+        let number = def(&format!("id: num\noutput: {{type: integer}}\n{STEP}"));
+        let (schema, wrapped) = output_schema(&number).unwrap_or_default();
+        assert!(wrapped);
+        assert_eq!(schema["properties"]["result"], json!({"type": "integer"}));
+        let paused = def(
+            "id: p\noutput: {type: object}\nsteps:\n  - id: ok\n    type: approval\n    message: ok?\n    options: [yes, no]\n",
+        );
+        assert!(may_suspend(&paused));
+        assert_eq!(output_schema(&paused), None);
+        assert!(
+            workflow_tool(&paused)
+                .description
+                .unwrap_or_default()
+                .contains("runs_approve")
+        );
+    }
+
+    #[test]
+    fn management_tools_are_the_ones_named_and_annotated() {
+        let tools = management();
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        assert_eq!(names, MANAGEMENT_TOOLS);
+        for t in &tools {
+            let a = t.annotations.clone().unwrap_or_default();
+            assert!(
+                a.read_only_hint.is_some() && a.destructive_hint.is_some(),
+                "{}",
+                t.name
+            );
+            // Management names can never be a workflow id (lowercase letters, digits, `-`).
+            assert!(t.name.contains('_'));
+        }
+    }
+}

@@ -48,11 +48,13 @@ steps:
     with: {value: 42}
 "#;
 
+const SLOW: &str = "id: slow\nsteps:\n  - id: call\n    type: action\n    uses: http\n    with: {url: \"{server}/slow/2000\"}\n";
+
 const FAILING: &str = "id: failing\nsteps:\n  - id: call\n    type: action\n    uses: http\n    with: {url: \"{server}/status/500\"}\n";
 
 async fn start() -> Api {
     let api = Api::start().await;
-    for yaml in [ROUTER, QUICK, CONSTANT, FAILING] {
+    for yaml in [ROUTER, QUICK, CONSTANT, SLOW, FAILING] {
         let (s, b) = api.apply(yaml).await;
         assert!(s == 200 || s == 201, "{b}");
     }
@@ -185,6 +187,22 @@ async fn an_agent_workflow_answers_completed_and_failed_runs() {
         )
         .await;
     assert_eq!(run["data"]["input"], json!({}));
+
+    // The request is held at most `wait`: then the run is still running, and goes on.
+    let (s, b) = api
+        .call(
+            "POST",
+            "/v1/agents/slow/workflow?wait=200ms",
+            Some(json!({"input": {"task": "take your time"}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["output"]["status"], "running");
+    assert_eq!(
+        b["output"]["steps"],
+        json!([{"name": "call", "status": "running", "output": null}])
+    );
+    assert_eq!(b["output"]["result"], Value::Null);
 
     let (s, b) = api
         .call(

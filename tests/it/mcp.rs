@@ -238,12 +238,29 @@ async fn exercise(client: &Client) {
     assert!(matches!(e, ServiceError::McpError(_)), "{e:?}");
 }
 
+const SIGNAL: &str = r#"
+id: paid
+steps:
+  - id: payment
+    type: external_event
+    signal: payment.confirmed
+    schema:
+      type: object
+      required: [amount]
+      properties:
+        amount: {type: number}
+  - id: receipt
+    type: action
+    uses: transform
+    with: {value: {paid: "{{ steps.payment.output.amount }}"}}
+"#;
+
 const FAILING: &str = "id: failing\nsteps:\n  - id: call\n    type: action\n    uses: http\n    with: {url: \"{server}/status/500\"}\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_mcp_client_over_http_lists_calls_and_approves_in_its_workspace_only() {
     let api = Api::start().await;
-    for yaml in [HELLO, REVIEW, FAILING] {
+    for yaml in [HELLO, REVIEW, FAILING, SIGNAL] {
         api.apply(yaml).await;
     }
     let other_key = add_key(api.env.engine.store().as_ref(), "ws_other");
@@ -272,7 +289,40 @@ async fn an_mcp_client_over_http_lists_calls_and_approves_in_its_workspace_only(
     assert_eq!(run["data"]["trigger"]["label"], "MCP");
     assert_eq!(run["data"]["trigger"]["kind"], "mcp");
     assert_eq!(run["data"]["actor"], "test-agent");
-    client.cancel().await.unwrap();
+    // A run waiting for a signal: its pending action names the signal; runs_signal
+    // delivers it (a payload that does not fit the step's schema is refused first).
+    let r = call(&client, "paid", json!({})).await;
+    let waiting = structured(&r);
+    assert_eq!(waiting["status"], "WAITING", "{waiting}");
+    assert_eq!(waiting["pendingAction"]["signalType"], "payment.confirmed");
+    let id = waiting["runId"].as_str().unwrap().to_string();
+    let r = call(
+        &client,
+        "runs_signal",
+        json!({"runId": id, "signalType": "payment.confirmed", "payload": {"amount": "lots"}}),
+    )
+    .await;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    let r = call(
+        &client,
+        "runs_signal",
+        json!({"runId": id, "signalType": "payment.confirmed", "payload": {"amount": 5}}),
+    )
+    .await;
+    assert_eq!(structured(&r)["status"], "COMPLETED", "{r:?}");
+
+    // A revoked key fails on its next request, inside its session too.
+    let store = api.env.engine.store().clone();
+    assert!(
+        store
+            .revoke_api_key(&stepwise::api::hash_key(&api.key), jiff::Timestamp::now())
+            .unwrap()
+    );
+    let e = client
+        .call_tool(CallToolRequestParams::new("runs_list"))
+        .await;
+    assert!(e.is_err(), "{e:?}");
+    client.cancel().await.ok();
 
     // Another workspace's key sees only its own workflows, and cannot call ours.
     let other = http_client(&api, &other_key, "other-agent").await.unwrap();
@@ -345,9 +395,11 @@ async fn an_mcp_client_over_stdio_lists_calls_and_approves() {
         .arg("--definitions")
         .arg(&defs)
         .args(["--wait", "10s"])
-        .env("NO_COLOR", "1")
-        .stderr(std::process::Stdio::null());
-    let transport = TokioChildProcess::new(cmd).unwrap();
+        .env("NO_COLOR", "1");
+    let (transport, _) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let client = tokio::time::timeout(
         Duration::from_secs(20),
         info("stdio-agent").serve(transport),
@@ -356,5 +408,37 @@ async fn an_mcp_client_over_stdio_lists_calls_and_approves() {
     .expect("handshake in time")
     .unwrap();
     exercise(&client).await;
+    client.cancel().await.unwrap();
+
+    // A run still going when the wait ends: a tool with an output schema cannot answer
+    // with anything else, so it is an error result naming the run, which goes on.
+    std::fs::write(
+        defs.join("slow.yaml"),
+        format!(
+            "id: slow\noutput: {{type: object}}\nsteps:\n  - id: call\n    type: action\n    uses: http\n    with: {{url: \"{server}/slow/2000\"}}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.arg("mcp")
+        .arg("--db")
+        .arg(dir.path().join("short.db"))
+        .arg("--definitions")
+        .arg(&defs)
+        .args(["--wait", "200ms"]);
+    let (transport, _) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = info("stdio-agent").serve(transport).await.unwrap();
+    let r = call(&client, "slow", json!({})).await;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    assert!(text(&r).contains("still RUNNING"), "{}", text(&r));
+    let id = r.meta.unwrap().0["stepwise/runId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = call(&client, "runs_get", json!({"runId": id})).await;
+    assert_eq!(structured(&r)["steps"][0]["status"], "RUNNING");
     client.cancel().await.unwrap();
 }
