@@ -442,3 +442,36 @@ async fn an_mcp_client_over_stdio_lists_calls_and_approves() {
     assert_eq!(structured(&r)["steps"][0]["status"], "RUNNING");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_session_belongs_to_the_workspace_that_opened_it() {
+    let api = Api::start().await;
+    api.apply(HELLO).await;
+    let other_key = add_key(api.env.engine.store().as_ref(), "ws_other");
+    let post = |key: &str, session: Option<&str>, body: &str| {
+        let mut req = api
+            .http
+            .post(api.url("/mcp"))
+            .header("x-api-key", key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(body.to_string());
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send()
+    };
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+    let resp = post(&api.key, None, init).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let session = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let resp = post(&other_key, Some(&session), list).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = post(&api.key, Some(&session), list).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
