@@ -1,11 +1,17 @@
 //! How runs look in MCP results: compact, with the fields an agent acts on (the REST API's
 //! views stay in `src/api`, which builds on this module, not the reverse).
 
+use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::engine::Compiled;
 use crate::model::StepStatus;
 use crate::store::{RunRecord, StepRecord};
+
+/// `2026-04-02T12:00:00.000Z`, as the REST API writes times.
+fn time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
 
 /// A run as listed.
 pub fn run(r: &RunRecord) -> Value {
@@ -18,8 +24,8 @@ pub fn run(r: &RunRecord) -> Value {
         "output": r.output,
         "error": r.error,
         "pendingAction": if r.status.is_suspended() { r.pending_action.clone() } else { None },
-        "createdAt": r.created_at.to_string(),
-        "updatedAt": r.updated_at.to_string(),
+        "createdAt": time(r.created_at),
+        "updatedAt": time(r.updated_at),
     })
 }
 
