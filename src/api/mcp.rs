@@ -113,6 +113,7 @@ pub async fn handle(
             "no such MCP session for this API key's workspace: initialize a new one".into(),
         ));
     }
+    let deleting = parts.method == axum::http::Method::DELETE;
     req = Request::from_parts(parts, body);
     let workspace_id = caller.workspace_id.clone();
     req.extensions_mut().insert(Scope {
@@ -128,5 +129,11 @@ pub async fn handle(
     {
         service.record(opened, &workspace_id);
     }
-    Ok(resp.map(axum::body::Body::new).into_response())
+    let mut resp = resp.map(axum::body::Body::new).into_response();
+    // rmcp answers a session's DELETE with 202; clients expect 200 or 204 (Python's SDK
+    // logs a failure for anything else), and the session is gone: say 204.
+    if deleting && resp.status() == axum::http::StatusCode::ACCEPTED {
+        *resp.status_mut() = axum::http::StatusCode::NO_CONTENT;
+    }
+    Ok(resp)
 }

@@ -474,4 +474,17 @@ async fn an_mcp_session_belongs_to_the_workspace_that_opened_it() {
     assert_eq!(resp.status(), 404);
     let resp = post(&api.key, Some(&session), list).await.unwrap();
     assert_eq!(resp.status(), 200);
+    // Another workspace cannot end it; its owner can (204, as clients expect), once.
+    let delete = |key: &str| {
+        api.http
+            .delete(api.url("/mcp"))
+            .header("x-api-key", key)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .send()
+    };
+    assert_eq!(delete(&other_key).await.unwrap().status(), 404);
+    assert_eq!(delete(&api.key).await.unwrap().status(), 204);
+    let resp = post(&api.key, Some(&session), list).await.unwrap();
+    assert_eq!(resp.status(), 404);
 }
