@@ -184,20 +184,18 @@ pub async fn manage(
     args: JsonObject,
     wait: Duration,
 ) -> Result<CallToolResult, ErrorData> {
-    let known: Vec<&str> = [
-        "runId",
-        "status",
-        "definitionId",
-        "page",
-        "pageSize",
-        "step",
-        "option",
-        "signalType",
-        "payload",
-    ]
-    .to_vec();
+    // The tool's own arguments only: a misspelt one is said, not ignored.
+    let known: &[&str] = match name {
+        "runs_list" => &["status", "definitionId", "page", "pageSize"],
+        "runs_approve" | "runs_reject" => &["runId", "step", "option"],
+        "runs_signal" => &["runId", "signalType", "payload"],
+        _ => &["runId"],
+    };
     if let Some(k) = args.keys().find(|k| !known.contains(&k.as_str())) {
-        return Ok(failure(format!("`{k}` is not an argument of {name}")));
+        return Ok(failure(format!(
+            "`{k}` is not an argument of {name}: it takes {}",
+            known.join(", ")
+        )));
     }
     Ok(manage_inner(engine, caller, name, &args, wait)
         .await

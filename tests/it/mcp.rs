@@ -186,6 +186,15 @@ async fn exercise(client: &Client) {
     assert_eq!(done["status"], "COMPLETED", "{done}");
     assert_eq!(done["output"], json!({"decision": "approve"}));
 
+    // A management tool's arguments are its own: a stray one is said.
+    let r = call(client, "runs_get", json!({"runId": run_id, "option": "x"})).await;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    assert!(
+        text(&r).contains("`option` is not an argument"),
+        "{}",
+        text(&r)
+    );
+
     // runs_get shows the steps; the decision was made by this client.
     let r = call(client, "runs_get", json!({"runId": run_id})).await;
     let got = structured(&r);
