@@ -17,6 +17,7 @@ pub mod exec;
 pub mod history;
 pub mod http_client;
 pub mod metrics;
+pub mod mcp;
 pub mod model;
 pub mod otlp;
 pub mod store;

@@ -56,19 +56,25 @@ pub async fn check_origin(State(state): State<AppState>, req: Request, next: Nex
     if !mutating(req.method()) {
         return next.run(req).await;
     }
-    let mut origins = req.headers().get_all(ORIGIN).iter();
-    let Some(sent) = origins.next() else {
-        return next.run(req).await;
-    };
+    match foreign_origin(&state, req.headers(), req.uri()) {
+        None => next.run(req).await,
+        Some(e) => e.into_response(),
+    }
+}
+
+/// The refusal of a request whose `Origin` is not trusted, whatever its method (`/mcp`
+/// checks every request, as the MCP specification asks); `None` without an `Origin`.
+pub fn foreign_origin(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Option<ApiError> {
+    let mut origins = headers.get_all(ORIGIN).iter();
+    let sent = origins.next()?;
     let text = sent.to_str().unwrap_or("(not text)");
     let ok = origins.next().is_none()
-        && Origin::parse(text).is_ok_and(|o| trusted(&state, &o, req.headers(), req.uri()));
+        && Origin::parse(text).is_ok_and(|o| trusted(state, &o, headers, uri));
     if ok {
-        return next.run(req).await;
+        return None;
     }
-    ApiError::Forbidden(format!(
+    Some(ApiError::Forbidden(format!(
         "a browser page at `{text}` may not change anything on this server: only its own origin may; \
          allow another with `stepwise serve --allow-origin ORIGIN`"
-    ))
-    .into_response()
+    )))
 }

@@ -2,6 +2,7 @@
 //! is listed once in `routes()`, where the handler's `#[utoipa::path]` documents it, so
 //! `/openapi.json` cannot drift. `/docs` renders that document (`openapi::viewer`).
 
+mod agents;
 mod auth;
 mod bulk;
 mod definitions;
@@ -11,6 +12,7 @@ mod extract;
 mod guard;
 mod history;
 mod hooks;
+mod mcp;
 mod openapi;
 mod ops;
 mod origin;
@@ -49,6 +51,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(utoipa_axum::routes!(bulk::start))
         .routes(utoipa_axum::routes!(bulk::get))
         .routes(utoipa_axum::routes!(signals::send))
+        .routes(utoipa_axum::routes!(agents::workflow))
         .routes(utoipa_axum::routes!(runs::hooks))
         .routes(utoipa_axum::routes!(hooks::resume_post, hooks::resume_get))
         .routes(utoipa_axum::routes!(history::list))
@@ -93,6 +96,17 @@ async fn method_not_allowed() -> ApiError {
 
 pub fn router(state: AppState) -> Router {
     let (api, _) = routes().split_for_parts();
+    // MCP over Streamable HTTP: a protocol endpoint of its own (docs/mcp.md), not a REST
+    // route, so it is not in the OpenAPI document.
+    let service = mcp::service(&state);
+    let api = api.route(
+        "/mcp",
+        axum::routing::any(
+            move |st: axum::extract::State<AppState>, req: axum::extract::Request| {
+                mcp::handle(st, service.clone(), req)
+            },
+        ),
+    );
     api.merge(openapi::viewer())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

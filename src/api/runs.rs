@@ -94,7 +94,7 @@ pub struct AllParam {
     all: bool,
 }
 
-fn parse_wait(q: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
+pub(super) fn parse_wait(q: &HashMap<String, String>) -> Result<Option<Duration>, ApiError> {
     let Some(w) = q.get("wait") else {
         return Ok(None);
     };

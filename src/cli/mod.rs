@@ -6,6 +6,7 @@ mod graph;
 mod keys;
 pub mod lint;
 pub mod local;
+mod mcp;
 mod run;
 mod serve;
 mod table;
@@ -40,6 +41,8 @@ enum Command {
     Worker(run::WorkerArgs),
     /// Serve the HTTP API and run the engine, on the embedded SQLite store.
     Serve(serve::ServeArgs),
+    /// Serve the Model Context Protocol on stdio: every workflow is a tool (docs/mcp.md).
+    Mcp(mcp::McpArgs),
     /// Manage API keys.
     Keys(keys::KeysArgs),
     /// Start, inspect, resume, cancel and retry runs.
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Run(args) => run::run(&args),
         Command::Worker(args) => run::worker(&args),
         Command::Serve(args) => serve::serve(&args),
+        Command::Mcp(args) => mcp::mcp(&args),
         Command::Keys(args) => keys::run(&args),
         Command::Runs(args) => client::runs(&args),
         Command::Definitions(args) => client::definitions(&args),

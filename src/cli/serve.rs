@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
@@ -96,15 +97,7 @@ pub fn serve(args: &ServeArgs) -> Outcome {
         }
         let triggers = Triggers::new(engine.clone(), DEFAULT_WORKSPACE);
         if let Some(dir) = &args.definitions {
-            let mut seen = BTreeMap::new();
-            load_definitions(&engine, &triggers, dir, &mut seen).await;
-            let (engine, triggers, dir) = (engine.clone(), triggers.clone(), dir.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    load_definitions(&engine, &triggers, &dir, &mut seen).await;
-                }
-            });
+            watch_definitions(&engine, &triggers, dir).await;
         }
         {
             let triggers = triggers.clone();
@@ -158,6 +151,19 @@ pub fn serve(args: &ServeArgs) -> Outcome {
             }
         }
     })
+}
+
+/// Load the folder now, then watch it (every second) for as long as the runtime runs.
+pub(super) async fn watch_definitions(engine: &Engine, triggers: &Arc<Triggers>, dir: &Path) {
+    let mut seen = BTreeMap::new();
+    load_definitions(engine, triggers, dir, &mut seen).await;
+    let (engine, triggers, dir) = (engine.clone(), triggers.clone(), dir.to_path_buf());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            load_definitions(&engine, &triggers, &dir, &mut seen).await;
+        }
+    });
 }
 
 /// What the folder watcher remembers of a file.

@@ -1,5 +1,6 @@
 //! The one integration-test binary: modules per area, shared helpers in `util`.
 
+mod agents;
 mod api;
 mod api_conformance;
 mod api_guard;
@@ -14,6 +15,7 @@ mod fuzz;
 mod hardening;
 mod limits;
 mod lint_corpus;
+mod mcp;
 mod ops;
 mod serve;
 mod server;
