@@ -19,5 +19,6 @@ pub mod otlp;
 pub mod store;
 pub mod template;
 pub mod triggers;
+pub mod ui;
 pub mod validate;
 pub mod yaml;

@@ -467,6 +467,8 @@ pub fn router(state: AppState) -> Router {
     for (path, handler) in by_path {
         router = router.route(path, handler);
     }
+    // The web UI (`/` and `/ui/…`): HTML pages, not part of the documented API.
+    router = router.merge(crate::ui::routes());
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

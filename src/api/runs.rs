@@ -225,7 +225,10 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = state.engine.cancel(&caller.workspace_id, &id).await?;
+    let run = state
+        .engine
+        .cancel_by(&caller.workspace_id, &id, Some(&caller.actor))
+        .await?;
     Ok(ok(StatusCode::OK, Value::Object(views::run(&run))))
 }
 
@@ -319,7 +322,10 @@ pub async fn retry(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = state.engine.retry(&caller.workspace_id, &id).await?;
+    let run = state
+        .engine
+        .retry_by(&caller.workspace_id, &id, Some(&caller.actor))
+        .await?;
     Ok(ok(StatusCode::OK, Value::Object(views::run(&run))))
 }
 

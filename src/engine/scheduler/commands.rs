@@ -116,10 +116,11 @@ impl Scheduler {
         &mut self,
         workspace_id: Option<&str>,
         run_id: &str,
+        by: Option<&str>,
     ) -> crate::engine::Result<RunRecord> {
         let mut run = self.lookup(workspace_id, run_id)?;
         let result = if run.rec.status.can_cancel() {
-            self.cancel_run(&mut run);
+            self.cancel_run(&mut run, by);
             Ok(run.rec.clone())
         } else {
             Err(EngineError::Conflict(format!(
@@ -132,16 +133,23 @@ impl Scheduler {
             // Children started by `workflow` steps go with their parent.
             if let Ok(children) = self.store.child_runs(run_id) {
                 for c in children.into_iter().filter(|c| !c.status.is_terminal()) {
-                    let _ = self.cancel(None, &c.id);
+                    let _ = self.cancel(None, &c.id, by);
                 }
             }
         }
         result
     }
 
-    fn cancel_run(&mut self, run: &mut Active) {
+    fn cancel_run(&mut self, run: &mut Active, by: Option<&str>) {
         self.stop_open_steps(run);
-        self.end_run(run, RunStatus::Cancelled, None, EventKind::RunCancelled);
+        let data = by.map_or_else(|| json!({}), |by| json!({"by": by}));
+        self.end_run_with(
+            run,
+            RunStatus::Cancelled,
+            None,
+            EventKind::RunCancelled,
+            data,
+        );
     }
 
     /// Abort in-flight steps and mark every started, waiting or retrying step CANCELLED.
@@ -188,6 +196,21 @@ impl Scheduler {
         error: Option<Value>,
         event: EventKind,
     ) {
+        let data = error
+            .as_ref()
+            .map_or_else(|| json!({}), |e| json!({"error": e}));
+        self.end_run_with(run, status, error, event, data);
+    }
+
+    /// `end_run` with the event's data given (a cancel records who asked).
+    fn end_run_with(
+        &mut self,
+        run: &mut Active,
+        status: RunStatus,
+        error: Option<Value>,
+        event: EventKind,
+        data: Value,
+    ) {
         let now = self.now();
         run.rec.status = status;
         run.rec.error.clone_from(&error);
@@ -205,7 +228,6 @@ impl Scheduler {
             status: HookStatus::Closed,
             at: now,
         });
-        let data = error.map_or_else(|| json!({}), |e| json!({"error": e}));
         self.event(&run.rec.id, event, None, data);
         self.finished(run);
     }
@@ -216,6 +238,7 @@ impl Scheduler {
         &mut self,
         workspace_id: &str,
         run_id: &str,
+        by: Option<&str>,
     ) -> crate::engine::Result<RunRecord> {
         let mut run = self.lookup(Some(workspace_id), run_id)?;
         if run.rec.status != RunStatus::Failed {
@@ -251,7 +274,10 @@ impl Scheduler {
             run_id,
             EventKind::RunRetried,
             None,
-            json!({"attempt": run.rec.attempt}),
+            match by {
+                Some(by) => json!({"attempt": run.rec.attempt, "by": by}),
+                None => json!({"attempt": run.rec.attempt}),
+            },
         );
         self.batch.updates.push(Update {
             run_id: run_id.to_string(),

@@ -198,9 +198,10 @@ impl Scheduler {
             Command::Cancel {
                 workspace_id,
                 run_id,
+                by,
                 reply,
             } => {
-                let r = self.cancel(Some(&workspace_id), &run_id);
+                let r = self.cancel(Some(&workspace_id), &run_id, by.as_deref());
                 self.batch.reply(reply, r);
             }
             Command::Resume {
@@ -216,9 +217,10 @@ impl Scheduler {
             Command::Retry {
                 workspace_id,
                 run_id,
+                by,
                 reply,
             } => {
-                let r = self.retry(&workspace_id, &run_id);
+                let r = self.retry(&workspace_id, &run_id, by.as_deref());
                 self.batch.reply(reply, r);
             }
             Command::Shutdown { reply } => self.shutdown = Some(reply),

@@ -128,6 +128,17 @@ CREATE TABLE probe (
     at INTEGER NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE ui_sessions (
+    hash         TEXT PRIMARY KEY,
+    key_hash     TEXT NOT NULL,
+    workspace_id TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
+"#,
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
