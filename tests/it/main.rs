@@ -17,4 +17,5 @@ mod server;
 mod store_failures;
 mod trigger_faults;
 mod triggers;
+mod ui;
 mod util;
