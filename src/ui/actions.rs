@@ -413,7 +413,7 @@ pub async fn inbox(
     let plans = plans(&state, &runs).await;
     let body = html! {
         h1 { "Approvals" }
-        section #inbox data-refresh hx-get={ "/ui/approvals?page=" (page) } hx-select="#inbox" hx-target="this" hx-swap="outerHTML" hx-trigger="refresh" {
+        section #inbox data-refresh hx-get={ "/ui/approvals?page=" (page) } hx-select="#inbox" hx-target="this" hx-swap="outerHTML" hx-trigger="refresh" hx-sync="this:queue last" {
             (history::pager(total, page, history::PAGE_SIZE, |p| format!("/ui/approvals?page={p}")))
             @if runs.is_empty() { p.card { "Nothing waits for approval." } }
             @for r in &runs {

@@ -306,7 +306,7 @@ pub async fn live_section(
     };
     let here = url(&r.id, &view.tab, view.step.as_deref());
     Ok(html! {
-        section #live data-refresh hx-get=(here) hx-select="#live" hx-target="this" hx-swap="outerHTML" hx-trigger="refresh" {
+        section #live data-refresh hx-get=(here) hx-select="#live" hx-target="this" hx-swap="outerHTML" hx-trigger="refresh" hx-sync="this:queue last" {
             div.runhead.card {
                 (layout::badge(r))
                 span { a href={ "/ui/definitions/" (r.definition_slug) } { (r.definition_slug) } }

@@ -279,10 +279,12 @@ pub async fn runs_section(
     let now = state.engine.clock().now();
     let url = f.url(f.page);
     Ok(html! {
-        section #runs data-refresh hx-get=(url) hx-select="#runs" hx-target="this" hx-swap="outerHTML" hx-trigger="refresh" aria-live="polite" {
+        section #runs data-refresh hx-get=(url) hx-select="#runs" hx-target="this" hx-swap="outerHTML" hx-trigger="refresh" hx-sync="this:queue last" aria-live="polite" {
             @for p in &f.problems { p.error role="alert" { (p) } }
             (pager(total, f.page, f.size, |p| f.url(p)))
-            @if runs.is_empty() {
+            @if runs.is_empty() && f.url(1) == "/ui/runs" {
+                p.card { "No runs yet. Start one from a workflow's page (" a href="/ui/definitions" { "Workflows" } "), the CLI or the API." }
+            } @else if runs.is_empty() {
                 p.card { "No runs match these filters." }
             } @else {
                 (table(&runs, &plans, now))

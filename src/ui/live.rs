@@ -127,13 +127,20 @@ pub async fn stream(
 }
 
 fn events(watch: Watch) -> impl Stream<Item = Result<Event, Infallible>> {
-    // The first event tells the browser how soon to reconnect when the stream ends.
+    // The first event tells the browser how soon to reconnect when the stream ends. A run's
+    // page also refreshes once at once: the run may have moved between the page's render
+    // and this subscription (a run just started often has).
     let hello = Event::default()
         .retry(Duration::from_secs(1))
         .comment("live");
-    stream::once(async move { Ok(hello) }).chain(stream::unfold(watch, |mut w| async move {
-        w.next()
-            .await
-            .map(|()| (Ok(Event::default().event("change").data("")), w))
-    }))
+    let first = watch.run.is_some().then(change);
+    stream::iter(std::iter::once(Ok(hello)).chain(first.map(Ok)))
+        .chain(stream::unfold(watch, |mut w| async move {
+            w.next().await.map(|()| (Ok(change()), w))
+        }))
+}
+
+fn change() -> Event {
+    // An event without data is never dispatched by browsers.
+    Event::default().event("change").data("changed")
 }

@@ -212,7 +212,7 @@ async fn sign_in_starts_a_hashed_http_only_session_scoped_to_the_keys_workspace(
     let (status, page) = ui.get("/ui/runs", Some(&cookie_b)).await;
     assert_eq!(status, 200);
     assert!(!page.contains(&run_a));
-    assert!(page.contains("No runs match"));
+    assert!(page.contains("No runs yet"));
     let (status, _) = ui.get(&format!("/ui/runs/{run_a}"), Some(&cookie_b)).await;
     assert_eq!(status, 404);
     let (status, _) = ui.get("/ui/approvals", Some(&cookie_b)).await;

@@ -2,6 +2,25 @@
 (function () {
   "use strict";
 
+  // A part with a form someone is filling in is not replaced under their hands.
+  function editing(el) {
+    return Array.prototype.some.call(el.querySelectorAll("input, textarea, select"), function (f) {
+      if (f.type === "hidden" || f.type === "submit") return false;
+      if (f.tagName === "SELECT") {
+        return Array.prototype.some.call(f.options, function (o) { return o.selected !== o.defaultSelected; });
+      }
+      return f.value !== f.defaultValue;
+    });
+  }
+
+  function refresh(el) {
+    if (editing(el)) {
+      setTimeout(function () { refresh(el); }, 2000);
+      return;
+    }
+    if (window.htmx) window.htmx.trigger(el, "refresh");
+  }
+
   // Parts marked data-refresh re-fetch themselves (hx-trigger="refresh") when the
   // server says something changed; bursts of changes cause one refresh.
   function startLive() {
@@ -14,9 +33,7 @@
       pending = true;
       setTimeout(function () {
         pending = false;
-        document.querySelectorAll("[data-refresh]").forEach(function (el) {
-          if (window.htmx) window.htmx.trigger(el, "refresh");
-        });
+        document.querySelectorAll("[data-refresh]").forEach(refresh);
       }, 250);
     });
     window.addEventListener("beforeunload", function () { source.close(); });
