@@ -86,7 +86,11 @@ pub fn svg(
                     title { (step.id) " (" (step.kind.type_name()) "): " (st) }
                     rect class=(class) x=(x) y=(y) width=(W) height=(H) rx="6" {}
                     text x=(x + 8) y=(y + 16) { (short(&step.id)) }
-                    text x=(x + 8) y=(y + 31) fill="#5f6670" style="font-size:11px" { (step.kind.type_name()) " · " (st.to_ascii_lowercase()) }
+                    text x=(x + 8) y=(y + 31) fill="#5f6670" style="font-size:11px" {
+                        (step.kind.type_name())
+                        // A definition's graph has no statuses to show.
+                        @if !status.is_empty() { " · " (st.to_ascii_lowercase()) }
+                    }
                 }
             }
         }
