@@ -139,6 +139,10 @@ CREATE TABLE ui_sessions (
 ) WITHOUT ROWID;
 CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
 "#,
+    r#"
+CREATE INDEX runs_by_status_page ON runs (workspace_id, status, created_at DESC, id DESC);
+CREATE INDEX runs_by_page ON runs (workspace_id, created_at DESC, id DESC);
+"#,
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
