@@ -24,5 +24,6 @@ pub mod store;
 pub mod template;
 pub mod testing;
 pub mod triggers;
+pub mod ui;
 pub mod validate;
 pub mod yaml;

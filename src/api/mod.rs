@@ -107,7 +107,9 @@ pub fn router(state: AppState) -> Router {
             },
         ),
     );
-    api.merge(openapi::viewer())
+    // The web UI (`/` and `/ui/…`): HTML pages, not part of the documented API.
+    api.merge(crate::ui::routes())
+        .merge(openapi::viewer())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -340,7 +340,10 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = state.engine.cancel(&caller.workspace_id, &id).await?;
+    let run = state
+        .engine
+        .cancel_by(&caller.workspace_id, &id, Some(&caller.actor))
+        .await?;
     Ok(ok(StatusCode::OK, RunView::new(&run)))
 }
 
@@ -501,7 +504,10 @@ pub async fn retry(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = state.engine.retry(&caller.workspace_id, &id).await?;
+    let run = state
+        .engine
+        .retry_by(&caller.workspace_id, &id, Some(&caller.actor))
+        .await?;
     Ok(ok(StatusCode::OK, RunView::new(&run)))
 }
 

@@ -73,6 +73,8 @@ pub(crate) enum Command {
     Cancel {
         workspace_id: String,
         run_id: String,
+        /// Who asked, recorded in the run's trace.
+        by: Option<String>,
         reply: oneshot::Sender<Result<RunRecord>>,
     },
     Resume {
@@ -86,6 +88,7 @@ pub(crate) enum Command {
     Retry {
         workspace_id: String,
         run_id: String,
+        by: Option<String>,
         reply: oneshot::Sender<Result<RunRecord>>,
     },
     Signal {
@@ -412,11 +415,23 @@ impl Engine {
     }
 
     pub async fn cancel(&self, workspace_id: &str, run_id: &str) -> Result<RunRecord> {
+        self.cancel_by(workspace_id, run_id, None).await
+    }
+
+    /// Cancel, recording who asked (`by`) in the run's trace.
+    pub async fn cancel_by(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        by: Option<&str>,
+    ) -> Result<RunRecord> {
         check_run_id(run_id)?;
         let (workspace_id, run_id) = (workspace_id.to_string(), run_id.to_string());
+        let by = by.map(str::to_string);
         self.call(|reply| Command::Cancel {
             workspace_id,
             run_id,
+            by,
             reply,
         })
         .await
@@ -471,11 +486,23 @@ impl Engine {
     }
 
     pub async fn retry(&self, workspace_id: &str, run_id: &str) -> Result<RunRecord> {
+        self.retry_by(workspace_id, run_id, None).await
+    }
+
+    /// Retry, recording who asked (`by`) in the run's trace.
+    pub async fn retry_by(
+        &self,
+        workspace_id: &str,
+        run_id: &str,
+        by: Option<&str>,
+    ) -> Result<RunRecord> {
         check_run_id(run_id)?;
         let (workspace_id, run_id) = (workspace_id.to_string(), run_id.to_string());
+        let by = by.map(str::to_string);
         self.call(|reply| Command::Retry {
             workspace_id,
             run_id,
+            by,
             reply,
         })
         .await

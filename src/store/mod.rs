@@ -390,6 +390,36 @@ pub struct BulkRecord {
     pub state: Value,
 }
 
+/// A signed-in browser session of the web UI: only the SHA-256 of its token is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UiSession {
+    pub hash: String,
+    /// The API key it was started with (the session ends when the key is revoked).
+    pub key_hash: String,
+    pub workspace_id: String,
+    /// Recorded as who did what (`key:<prefix>`).
+    pub actor: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// What the web UI's History filters by beyond a [`RunQuery`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryFilter {
+    /// The trigger's `kind` (`api`, `cli`, `ui`, `webhook`, `schedule`, `poll`, `workflow`).
+    pub trigger_kind: Option<String>,
+    /// Text searched for in the run's input and output (case-insensitive substring).
+    pub search: Option<String>,
+    /// Oldest first (the approvals inbox) instead of newest first.
+    pub oldest_first: bool,
+}
+
+impl HistoryFilter {
+    pub fn is_empty(&self) -> bool {
+        self.trigger_kind.is_none() && self.search.is_none() && !self.oldest_first
+    }
+}
+
 /// The store interface. Implementations must make each `commit` atomic and durable.
 pub trait Store: Send + Sync + 'static {
     fn commit(&self, writes: &[Write]) -> Result<()>;
@@ -505,4 +535,29 @@ pub trait Store: Send + Sync + 'static {
     /// Pending alerts due at or before `now`, oldest first.
     fn alerts_due(&self, now: Timestamp, limit: usize) -> Result<Vec<AlertRecord>>;
     fn alert(&self, id: &str) -> Result<Option<AlertRecord>>;
+
+    // The web UI. Defaults keep other backends compiling; they answer what they cannot do.
+    /// Runs as [`Store::list_runs`] with the History page's extra filters.
+    fn history(&self, q: &RunQuery, f: &HistoryFilter) -> Result<(Vec<RunRecord>, u64)> {
+        if f.is_empty() {
+            return self.list_runs(q);
+        }
+        Err(StoreError::Database(
+            "this store cannot filter history by trigger or text".into(),
+        ))
+    }
+    /// Store a new session (and drop expired ones).
+    fn put_ui_session(&self, _s: &UiSession) -> Result<()> {
+        Err(StoreError::Database(
+            "this store does not keep web UI sessions".into(),
+        ))
+    }
+    /// A session by its token's hash, if it has not expired at `now` and its key is not revoked.
+    fn ui_session(&self, _hash: &str, _now: Timestamp) -> Result<Option<UiSession>> {
+        Ok(None)
+    }
+    /// End a session (sign-out); ending an unknown session is not an error.
+    fn delete_ui_session(&self, _hash: &str) -> Result<()> {
+        Ok(())
+    }
 }

@@ -24,4 +24,5 @@ mod store_failures;
 mod testing;
 mod trigger_faults;
 mod triggers;
+mod ui;
 mod util;

@@ -118,10 +118,11 @@ impl Scheduler {
         &mut self,
         workspace_id: Option<&str>,
         run_id: &str,
+        by: Option<&str>,
     ) -> crate::engine::Result<RunRecord> {
         let mut run = self.lookup(workspace_id, run_id)?;
         let result = if run.rec.status.can_cancel() {
-            self.cancel_run(&mut run);
+            self.cancel_run(&mut run, by);
             Ok(run.rec.clone())
         } else {
             Err(EngineError::Conflict(format!(
@@ -134,16 +135,23 @@ impl Scheduler {
             // Children started by `workflow` steps go with their parent.
             if let Ok(children) = self.store.child_runs(run_id) {
                 for c in children.into_iter().filter(|c| !c.status.is_terminal()) {
-                    let _ = self.cancel(None, &c.id);
+                    let _ = self.cancel(None, &c.id, by);
                 }
             }
         }
         result
     }
 
-    fn cancel_run(&mut self, run: &mut Active) {
+    fn cancel_run(&mut self, run: &mut Active, by: Option<&str>) {
         self.stop_open_steps(run);
-        self.end_run(run, RunStatus::Cancelled, None, EventKind::RunCancelled);
+        let data = by.map_or_else(|| json!({}), |by| json!({"by": by}));
+        self.end_run_with(
+            run,
+            RunStatus::Cancelled,
+            None,
+            EventKind::RunCancelled,
+            data,
+        );
     }
 
     /// Abort in-flight steps and mark every started, waiting or retrying step CANCELLED.
@@ -190,6 +198,21 @@ impl Scheduler {
         error: Option<Value>,
         event: EventKind,
     ) {
+        let data = error
+            .as_ref()
+            .map_or_else(|| json!({}), |e| json!({"error": e}));
+        self.end_run_with(run, status, error, event, data);
+    }
+
+    /// `end_run` with the event's data given (a cancel records who asked).
+    fn end_run_with(
+        &mut self,
+        run: &mut Active,
+        status: RunStatus,
+        error: Option<Value>,
+        event: EventKind,
+        data: Value,
+    ) {
         let now = self.now();
         run.rec.status = status;
         run.rec.error.clone_from(&error);
@@ -207,7 +230,6 @@ impl Scheduler {
             status: HookStatus::Closed,
             at: now,
         });
-        let data = error.map_or_else(|| json!({}), |e| json!({"error": e}));
         self.event(&run.rec.id, event, None, data);
         self.queue_alerts(run);
         self.count_run_finished(run);
@@ -220,6 +242,7 @@ impl Scheduler {
         &mut self,
         workspace_id: &str,
         run_id: &str,
+        by: Option<&str>,
     ) -> crate::engine::Result<RunRecord> {
         let mut run = self.lookup(Some(workspace_id), run_id)?;
         if run.rec.status != RunStatus::Failed {
@@ -255,7 +278,10 @@ impl Scheduler {
             run_id,
             EventKind::RunRetried,
             None,
-            json!({"attempt": run.rec.attempt}),
+            match by {
+                Some(by) => json!({"attempt": run.rec.attempt, "by": by}),
+                None => json!({"attempt": run.rec.attempt}),
+            },
         );
         self.count_run_retried(&run);
         self.batch.updates.push(Update {

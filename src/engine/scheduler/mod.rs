@@ -210,9 +210,10 @@ impl Scheduler {
             Command::Cancel {
                 workspace_id,
                 run_id,
+                by,
                 reply,
             } => {
-                let r = self.cancel(Some(&workspace_id), &run_id);
+                let r = self.cancel(Some(&workspace_id), &run_id, by.as_deref());
                 self.batch.reply(reply, r);
             }
             Command::Resume {
@@ -228,9 +229,10 @@ impl Scheduler {
             Command::Retry {
                 workspace_id,
                 run_id,
+                by,
                 reply,
             } => {
-                let r = self.retry(&workspace_id, &run_id);
+                let r = self.retry(&workspace_id, &run_id, by.as_deref());
                 self.batch.reply(reply, r);
             }
             Command::Signal {

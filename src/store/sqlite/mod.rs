@@ -3,8 +3,10 @@
 
 mod apply;
 mod ops;
+mod query;
 mod rows;
 mod schema;
+mod sessions;
 mod signals;
 
 use apply::apply_write;
@@ -25,8 +27,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ApiKeyRecord, BufferedSignal, DefinitionRecord, EventRecord, HookRecord, Result, RunQuery,
-    RunRecord, SignalRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord, Write,
+    ApiKeyRecord, BufferedSignal, DefinitionRecord, EventRecord, HistoryFilter, HookRecord, Result,
+    RunQuery, RunRecord, SignalRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord,
+    UiSession, Write,
 };
 use crate::model::{DEFINITION_PREFIX, RunStatus, new_id};
 
@@ -415,50 +418,7 @@ impl Store for SqliteStore {
     }
 
     fn list_runs(&self, q: &RunQuery) -> Result<(Vec<RunRecord>, u64)> {
-        let mut filter = String::from("workspace_id = ?1");
-        let mut args: Vec<rusqlite::types::Value> = vec![q.workspace_id.clone().into()];
-        if let Some(s) = q.status {
-            args.push(s.as_str().to_string().into());
-            filter.push_str(&format!(" AND status = ?{}", args.len()));
-        }
-        if let Some(d) = &q.definition {
-            args.push(d.clone().into());
-            let column = if d.starts_with(DEFINITION_PREFIX) {
-                "definition_id"
-            } else {
-                "definition_slug"
-            };
-            filter.push_str(&format!(" AND {column} = ?{}", args.len()));
-        }
-        if let Some(from) = q.from {
-            args.push(micros(from).into());
-            filter.push_str(&format!(" AND created_at >= ?{}", args.len()));
-        }
-        if let Some(to) = q.to {
-            args.push(micros(to).into());
-            filter.push_str(&format!(" AND created_at < ?{}", args.len()));
-        }
-        let page_size = q.page_size.clamp(1, 1000);
-        let offset = q.page.saturating_sub(1).saturating_mul(page_size);
-        self.read(|c| {
-            let total: i64 = c.query_row(
-                &format!("SELECT COUNT(*) FROM runs WHERE {filter}"),
-                rusqlite::params_from_iter(args.iter()),
-                |r| r.get(0),
-            )?;
-            let mut page_args = args.clone();
-            page_args.push(i64::try_from(page_size).unwrap_or(i64::MAX).into());
-            page_args.push(i64::try_from(offset).unwrap_or(i64::MAX).into());
-            let n = page_args.len();
-            let mut stmt = c.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE {filter} ORDER BY created_at DESC, id DESC LIMIT ?{} OFFSET ?{n}",
-                n - 1
-            ))?;
-            let runs = stmt
-                .query_map(rusqlite::params_from_iter(page_args.iter()), run_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((runs, u64::try_from(total).unwrap_or(0)))
-        })
+        self.read(|c| query::page(c, q, &HistoryFilter::default()))
     }
 
     fn run_ids_with_status(&self, statuses: &[RunStatus]) -> Result<Vec<String>> {
@@ -632,5 +592,21 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<BufferedSignal>> {
         signals::buffered_signals(self, workspace_id, signal_type, correlation, now)
+    }
+
+    fn history(&self, q: &RunQuery, f: &HistoryFilter) -> Result<(Vec<RunRecord>, u64)> {
+        self.read(|c| query::page(c, q, f))
+    }
+
+    fn put_ui_session(&self, s: &UiSession) -> Result<()> {
+        self.write(|c| sessions::put(c, s))
+    }
+
+    fn ui_session(&self, hash: &str, now: Timestamp) -> Result<Option<UiSession>> {
+        self.read(|c| sessions::get(c, hash, now))
+    }
+
+    fn delete_ui_session(&self, hash: &str) -> Result<()> {
+        self.write(|c| sessions::delete(c, hash))
     }
 }

@@ -180,6 +180,21 @@ CREATE INDEX buffered_by_correlation ON buffered_signals (workspace_id, signal_t
     WHERE consumed_at IS NULL;
 CREATE INDEX buffered_by_expiry ON buffered_signals (expires_at);
 "#,
+    r#"
+CREATE TABLE ui_sessions (
+    hash         TEXT PRIMARY KEY,
+    key_hash     TEXT NOT NULL,
+    workspace_id TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
+"#,
+    r#"
+CREATE INDEX runs_by_status_page ON runs (workspace_id, status, created_at DESC, id DESC);
+CREATE INDEX runs_by_page ON runs (workspace_id, created_at DESC, id DESC);
+"#,
 ];
 
 /// Whether every migration this build knows is applied (`/readyz`).

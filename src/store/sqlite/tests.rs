@@ -54,3 +54,40 @@ fn definitions_keep_every_version() {
     );
     assert!(s.definition("ws_other", "x").unwrap().is_none());
 }
+
+#[test]
+fn ui_sessions_expire_and_end_with_their_key() {
+    let (_d, s) = store();
+    // Stored in microseconds.
+    let now = Timestamp::from_microsecond(Timestamp::now().as_microsecond()).unwrap();
+    let key = super::super::ApiKeyRecord {
+        hash: "k1".into(),
+        workspace_id: "ws".into(),
+        prefix: "stw_k1".into(),
+        created_at: now,
+    };
+    s.put_api_key(&key).unwrap();
+    let session = UiSession {
+        hash: "s1".into(),
+        key_hash: "k1".into(),
+        workspace_id: "ws".into(),
+        actor: "key:stw_k1 (ui)".into(),
+        created_at: now,
+        expires_at: now + jiff::SignedDuration::from_secs(60),
+    };
+    s.put_ui_session(&session).unwrap();
+    assert_eq!(s.ui_session("s1", now).unwrap(), Some(session.clone()));
+    assert_eq!(
+        s.ui_session("s1", session.expires_at).unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(s.ui_session("nope", now).unwrap(), None);
+    s.revoke_api_key("k1", now).unwrap();
+    assert_eq!(
+        s.ui_session("s1", now).unwrap(),
+        None,
+        "its key was revoked"
+    );
+    s.delete_ui_session("s1").unwrap();
+}

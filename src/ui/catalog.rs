@@ -1,0 +1,224 @@
+//! Workflows (`/ui/definitions`: versions, source with lint diagnostics inline, graph, a Run
+//! form from the input schema) and Triggers (`/ui/triggers`).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde_json::Value;
+
+use super::forms::{self, Form, Problem};
+use super::graph;
+use super::layout::{self, Nav};
+use super::session::Viewer;
+use crate::api::AppState;
+use crate::diagnostics::SourceFile;
+use crate::store::DefinitionRecord;
+
+pub async fn definitions(State(state): State<AppState>, viewer: Viewer) -> Response {
+    let store = state.engine.store().clone();
+    let ws = viewer.workspace_id.clone();
+    let defs = match tokio::task::spawn_blocking(move || store.list_definitions(&ws)).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return layout::failure(&e.to_string()),
+        Err(e) => return layout::failure(&e.to_string()),
+    };
+    let body = html! {
+        h1 { "Workflows" }
+        @if defs.is_empty() {
+            p.card { "No workflow yet: apply one with " code { "stepwise definitions apply FILE" } " or serve a folder with " code { "--definitions" } "." }
+        } @else {
+            div.table-wrap { table {
+                thead { tr { th scope="col" { "Workflow" } th scope="col" { "Latest version" } th.opt scope="col" { "Label" } th.opt scope="col" { "Applied" } th scope="col" { "Runs" } } }
+                tbody { @for d in &defs { tr {
+                    td { a href={ "/ui/definitions/" (d.slug) } { (d.slug) } }
+                    td { (d.version) " " code.muted { (d.version_id) } }
+                    td.opt { (d.label.clone().unwrap_or_default()) }
+                    td.opt { (layout::time(d.created_at)) }
+                    td { a href={ "/ui/runs?workflow=" (d.slug) } { "History" } }
+                } } }
+            } }
+        }
+    };
+    layout::page(&viewer, Nav::Definitions, "Workflows", None, body).into_response()
+}
+
+/// The source with each diagnostic under the line it points at.
+fn source_with_diagnostics(rec: &DefinitionRecord) -> Markup {
+    let file = SourceFile::new(format!("{}.yaml", rec.slug), rec.source.as_str());
+    let lint = crate::validate::lint(&file);
+    let mut by_line: HashMap<usize, Vec<(bool, String)>> = HashMap::new();
+    for d in &lint.diagnostics {
+        let (line, col) = file.line_col(d.span.start);
+        by_line.entry(line).or_default().push((
+            d.is_error(),
+            format!(
+                "{}:{col} {}: {}{}",
+                line,
+                d.code.as_str(),
+                d.message,
+                d.help
+                    .as_ref()
+                    .map(|h| format!(" (help: {h})"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    html! {
+        p.muted { (lint.diagnostics.len()) " diagnostic(s)" }
+        pre.source aria-label="Source" tabindex="0" {
+            @for (n, line) in rec.source.lines().enumerate() {
+                span.ln { (line) }
+                @for (error, text) in by_line.get(&(n + 1)).into_iter().flatten() {
+                    span class={ "diag " (if *error { "error" } else { "warning" }) } role="note" { (text) }
+                }
+            }
+        }
+    }
+}
+
+/// The definition's page; the Run form shows `problems` when a start was refused.
+pub async fn definition_page(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+    form: &Form,
+    problems: &[Problem],
+) -> Response {
+    let store = state.engine.store().clone();
+    let (ws, key) = (viewer.workspace_id.clone(), id.to_string());
+    let found = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
+        let Some(d) = store.definition(&ws, &key)? else {
+            return Ok(None);
+        };
+        let versions = store.definition_versions(&ws, &d.slug)?;
+        Ok(Some((d, versions)))
+    })
+    .await;
+    let (rec, versions) = match found {
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) => return layout::not_found(&format!("workflow `{id}` not found")),
+        Ok(Err(e)) => return layout::failure(&e.to_string()),
+        Err(e) => return layout::failure(&e.to_string()),
+    };
+    let compiled = match state
+        .engine
+        .compiled(&viewer.workspace_id, &rec.version_id)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return layout::failure(&e.to_string()),
+    };
+    let latest = versions.last().map(|v| v.version_id.clone());
+    let schema = compiled.plan.definition.input.clone();
+    let slug = rec.slug.clone();
+    let body = html! {
+        p { a href="/ui/definitions" { "← Workflows" } }
+        h1 { (rec.slug) " " span.muted { "version " (rec.version) } }
+        @if let Some(d) = &compiled.plan.definition.description { p { (d) } }
+        section.card aria-label="Run this workflow" {
+            h2 { "Run" }
+            @if latest.as_deref() != Some(rec.version_id.as_str()) {
+                p.muted { "A run always starts on the latest version." }
+            }
+            form method="post" action={ "/ui/definitions/" (slug) "/run" } {
+                input type="hidden" name="_csrf" value=(viewer.csrf);
+                (forms::fields("in", schema.as_ref(), form, problems))
+                button.primary type="submit" { "Run " (slug) }
+            }
+        }
+        section aria-label="Versions" {
+            h2 { "Versions" }
+            div.table-wrap { table {
+                thead { tr { th scope="col" { "Version" } th scope="col" { "Id" } th.opt scope="col" { "Label" } th scope="col" { "Applied" } } }
+                tbody { @for v in versions.iter().rev() { tr {
+                    td { @if v.version_id == rec.version_id { strong { (v.version) } } @else { a href={ "/ui/definitions/" (v.version_id) } { (v.version) } } }
+                    td.id { code { (v.version_id) } }
+                    td.opt { (v.label.clone().unwrap_or_default()) }
+                    td { (layout::time(v.created_at)) }
+                } } }
+            } }
+        }
+        section aria-label="Graph" {
+            h2 { "Graph" }
+            div.graph { (graph::svg(&compiled.plan, &HashMap::new(), None, |s| format!("#step-{s}"))) }
+        }
+        section aria-label="Source" {
+            h2 { "Source" }
+            (source_with_diagnostics(&rec))
+        }
+    };
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        // Shown in place by the browser; htmx is not involved in this form.
+        StatusCode::BAD_REQUEST
+    };
+    (
+        status,
+        layout::page(viewer, Nav::Definitions, &rec.slug, None, body),
+    )
+        .into_response()
+}
+
+pub async fn definition(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Response {
+    definition_page(&state, &viewer, &id, &Form::default(), &[]).await
+}
+
+fn text_of(v: Option<&Value>) -> String {
+    v.and_then(Value::as_str).unwrap_or("—").to_string()
+}
+
+pub async fn triggers(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(_q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut rows = Vec::new();
+    if let Some(t) = state
+        .triggers
+        .as_ref()
+        .filter(|t| t.workspace_id() == viewer.workspace_id)
+    {
+        for trig in t.list() {
+            let store = state.engine.store().clone();
+            let (ws, name) = (t.workspace_id().to_string(), trig.name.clone());
+            let st = tokio::task::spawn_blocking(move || store.trigger_state(&ws, &name))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .unwrap_or(Value::Null);
+            let inactive = t.inactive_reason(&trig.name);
+            rows.push((trig, st, inactive));
+        }
+    }
+    let body = html! {
+        h1 { "Triggers" }
+        @if rows.is_empty() {
+            p.card { "No trigger runs here. Triggers are files in the folder given to " code { "stepwise serve --definitions" } "." }
+        } @else {
+            div.table-wrap { table {
+                thead { tr {
+                    th scope="col" { "Trigger" } th scope="col" { "Kind" } th scope="col" { "Workflow" }
+                    th scope="col" { "Next firing" } th scope="col" { "Last firing" } th scope="col" { "Last error" }
+                } }
+                tbody { @for (trig, st, inactive) in &rows { tr {
+                    td { (trig.name) @if !trig.enabled { " " span.badge.st-CANCELLED { "disabled" } } @if let Some(why) = inactive { br; span.error { "inactive: " (why) } } }
+                    td { (trig.source.kind()) }
+                    td { a href={ "/ui/definitions/" (trig.workflow) } { (trig.workflow) } }
+                    td { (text_of(st.get("nextDue").or_else(|| st.get("nextPoll")))) }
+                    td { (text_of(st.get("lastDue").or_else(|| st.get("lastPolledAt")))) }
+                    td { @match st.get("lastError").and_then(Value::as_str) { Some(e) => { span.error { (e) } }, None => { span.muted { "—" } } } }
+                } } }
+            } }
+        }
+    };
+    layout::page(&viewer, Nav::Triggers, "Triggers", None, body).into_response()
+}

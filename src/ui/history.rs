@@ -1,0 +1,328 @@
+//! History (`/ui/runs`): every run of the workspace, newest first, with filters that live
+//! in the URL, server-side paging and live updates.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+
+use super::layout::{self, Nav};
+use super::session::Viewer;
+use crate::api::AppState;
+use crate::engine::Compiled;
+use crate::model::RunStatus;
+use crate::store::{HistoryFilter, RunQuery, RunRecord};
+
+/// Rows per page unless the URL says otherwise.
+pub const PAGE_SIZE: u64 = 25;
+
+/// How runs started, as the trigger filter offers them.
+const TRIGGER_KINDS: [(&str, &str); 7] = [
+    ("api", "API"),
+    ("cli", "CLI"),
+    ("ui", "Web UI"),
+    ("webhook", "Webhook"),
+    ("schedule", "Schedule"),
+    ("poll", "Poll"),
+    ("workflow", "Workflow step"),
+];
+
+/// The filters of the page, read from (and written back to) its URL.
+#[derive(Debug, Default, Clone)]
+pub struct Filters {
+    pub status: Option<RunStatus>,
+    pub workflow: Option<String>,
+    pub trigger: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub search: Option<String>,
+    pub page: u64,
+    pub size: u64,
+    /// Values that could not be read, to say so on the page.
+    pub problems: Vec<String>,
+}
+
+/// `2026-04-02T10:00` (a datetime-local field, taken as UTC) or an RFC 3339 time.
+fn parse_time(s: &str) -> Option<jiff::Timestamp> {
+    s.parse::<jiff::Timestamp>().ok().or_else(|| {
+        s.parse::<jiff::civil::DateTime>()
+            .ok()
+            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|z| z.timestamp())
+    })
+}
+
+impl Filters {
+    pub fn read(q: &HashMap<String, String>) -> Filters {
+        let text = |k: &str| {
+            q.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let mut f = Filters {
+            workflow: text("workflow"),
+            trigger: text("trigger"),
+            from: text("from"),
+            to: text("to"),
+            search: text("q"),
+            page: text("page")
+                .and_then(|p| p.parse().ok())
+                .filter(|p| *p >= 1)
+                .unwrap_or(1),
+            size: text("size")
+                .and_then(|p| p.parse().ok())
+                .filter(|p| (1..=200).contains(p))
+                .unwrap_or(PAGE_SIZE),
+            ..Filters::default()
+        };
+        if let Some(s) = text("status") {
+            match s.to_ascii_uppercase().parse::<RunStatus>() {
+                Ok(s) => f.status = Some(s),
+                Err(e) => f.problems.push(format!("status: {e}")),
+            }
+        }
+        for (name, v) in [("from", &f.from), ("to", &f.to)] {
+            if let Some(v) = v
+                && parse_time(v).is_none()
+            {
+                f.problems.push(format!("{name}: `{v}` is not a time"));
+            }
+        }
+        f
+    }
+
+    pub fn query(&self, workspace_id: &str) -> (RunQuery, HistoryFilter) {
+        (
+            RunQuery {
+                workspace_id: workspace_id.to_string(),
+                status: self.status,
+                definition: self.workflow.clone(),
+                from: self.from.as_deref().and_then(parse_time),
+                to: self.to.as_deref().and_then(parse_time),
+                page: self.page,
+                page_size: self.size,
+            },
+            HistoryFilter {
+                trigger_kind: self.trigger.clone(),
+                search: self.search.clone(),
+                oldest_first: false,
+            },
+        )
+    }
+
+    /// The URL of this view at another page.
+    pub fn url(&self, page: u64) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = self.status {
+            pairs.push(("status", s.as_str().to_string()));
+        }
+        for (k, v) in [
+            ("workflow", &self.workflow),
+            ("trigger", &self.trigger),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("q", &self.search),
+        ] {
+            if let Some(v) = v {
+                pairs.push((k, v.clone()));
+            }
+        }
+        if self.size != PAGE_SIZE {
+            pairs.push(("size", self.size.to_string()));
+        }
+        if page > 1 {
+            pairs.push(("page", page.to_string()));
+        }
+        let qs = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        if qs.is_empty() {
+            "/ui/runs".into()
+        } else {
+            format!("/ui/runs?{qs}")
+        }
+    }
+}
+
+/// The compiled version of each run's definition (for step names), read once per version.
+pub async fn plans(state: &AppState, runs: &[RunRecord]) -> HashMap<String, Arc<Compiled>> {
+    let mut out = HashMap::new();
+    for r in runs {
+        if out.contains_key(&r.definition_id) {
+            continue;
+        }
+        if let Ok(c) = state
+            .engine
+            .compiled(&r.workspace_id, &r.definition_id)
+            .await
+        {
+            out.insert(r.definition_id.clone(), c);
+        }
+    }
+    out
+}
+
+/// The name of the step a run is at (its `currentStepIndex` in plan order).
+pub fn current_step(r: &RunRecord, plans: &HashMap<String, Arc<Compiled>>) -> Option<String> {
+    let c = plans.get(&r.definition_id)?;
+    let i = usize::try_from(r.current_step_index).ok()?;
+    let step = c.plan.order.get(i)?;
+    Some(c.plan.definition.steps.get(*step)?.id.clone())
+}
+
+pub fn trigger_label(r: &RunRecord) -> String {
+    r.trigger
+        .get("label")
+        .and_then(|l| l.as_str())
+        .or_else(|| r.trigger.get("kind").and_then(|k| k.as_str()))
+        .unwrap_or("—")
+        .to_string()
+}
+
+/// Runs as table rows (History and the approvals inbox).
+pub fn table(
+    runs: &[RunRecord],
+    plans: &HashMap<String, Arc<Compiled>>,
+    now: jiff::Timestamp,
+) -> Markup {
+    html! {
+        div.table-wrap {
+            table {
+                caption.muted style="text-align:left;padding:6px 10px" { "Runs" }
+                thead { tr {
+                    th scope="col" { "Run" } th scope="col" { "Workflow" } th scope="col" { "Status" }
+                    th.opt scope="col" { "Trigger" } th scope="col" { "Started" } th.opt scope="col" { "Duration" }
+                    th.opt scope="col" { "Current step" }
+                } }
+                tbody {
+                    @for r in runs {
+                        tr data-run=(r.id) {
+                            td.id { a href={ "/ui/runs/" (r.id) } { (r.id) } }
+                            td { (r.definition_slug) }
+                            td { (layout::badge(r)) }
+                            td.opt { (trigger_label(r)) }
+                            td { (layout::opt_time(r.started_at.or(Some(r.created_at)))) }
+                            td.opt { (layout::duration(r.started_at, r.finished_at.or_else(|| (!r.status.is_terminal()).then_some(now)))) }
+                            td.opt { (current_step(r, plans).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn filter_form(f: &Filters, workflows: &[String]) -> Markup {
+    html! {
+        form.filters method="get" action="/ui/runs" role="search" aria-label="Filter runs"
+            hx-get="/ui/runs" hx-select="#runs" hx-target="#runs" hx-swap="outerHTML"
+            hx-push-url="true" hx-trigger="change, submit" {
+            label { "Status"
+                select name="status" {
+                    option value="" { "Any" }
+                    @for s in RunStatus::ALL {
+                        option value=(s.as_str()) selected[f.status == Some(s)] { (super::text::title_case(s.as_str())) }
+                    }
+                }
+            }
+            label { "Workflow"
+                select name="workflow" {
+                    option value="" { "Any" }
+                    @for w in workflows {
+                        option value=(w) selected[f.workflow.as_deref() == Some(w.as_str())] { (w) }
+                    }
+                }
+            }
+            label { "Trigger"
+                select name="trigger" {
+                    option value="" { "Any" }
+                    @for (k, label) in TRIGGER_KINDS {
+                        option value=(k) selected[f.trigger.as_deref() == Some(k)] { (label) }
+                    }
+                }
+            }
+            label { "From (UTC)" input type="datetime-local" name="from" value=(f.from.clone().unwrap_or_default()); }
+            label { "To (UTC)" input type="datetime-local" name="to" value=(f.to.clone().unwrap_or_default()); }
+            label { "Search input and output" input type="search" name="q" value=(f.search.clone().unwrap_or_default()) placeholder="text"; }
+            button type="submit" { "Filter" }
+            a.button href="/ui/runs" { "Clear" }
+        }
+    }
+}
+
+pub fn pager(total: u64, page: u64, size: u64, url: impl Fn(u64) -> String) -> Markup {
+    let pages = total.div_ceil(size).max(1);
+    let first = if total == 0 { 0 } else { (page - 1) * size + 1 };
+    let last = (page * size).min(total);
+    html! {
+        nav.pager aria-label="Pages" {
+            span { (first) "–" (last) " of " strong { (total) } " runs · page " (page) " of " (pages) }
+            @if page > 1 { a href=(url(page - 1)) rel="prev" { "← Newer" } }
+            @if page < pages { a href=(url(page + 1)) rel="next" { "Older →" } }
+        }
+    }
+}
+
+/// The part of the page that filters and live updates replace.
+pub async fn runs_section(
+    state: &AppState,
+    viewer: &Viewer,
+    f: &Filters,
+) -> Result<Markup, Response> {
+    let (q, hf) = f.query(&viewer.workspace_id);
+    let store = state.engine.store().clone();
+    let (runs, total) = tokio::task::spawn_blocking(move || store.history(&q, &hf))
+        .await
+        .map_err(|e| layout::failure(&e.to_string()))?
+        .map_err(|e| layout::failure(&e.to_string()))?;
+    let plans = plans(state, &runs).await;
+    let now = state.engine.clock().now();
+    let url = f.url(f.page);
+    Ok(html! {
+        section #runs data-refresh hx-get=(url) hx-select="#runs" hx-target="this" hx-swap="outerHTML" hx-trigger="refresh" hx-sync="this:queue last" aria-live="polite" {
+            @for p in &f.problems { p.error role="alert" { (p) } }
+            (pager(total, f.page, f.size, |p| f.url(p)))
+            @if runs.is_empty() && f.url(1) == "/ui/runs" {
+                p.card { "No runs yet. Start one from a workflow's page (" a href="/ui/definitions" { "Workflows" } "), the CLI or the API." }
+            } @else if runs.is_empty() {
+                p.card { "No runs match these filters." }
+            } @else {
+                (table(&runs, &plans, now))
+            }
+        }
+    })
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let f = Filters::read(&q);
+    let store = state.engine.store().clone();
+    let ws = viewer.workspace_id.clone();
+    let workflows: Vec<String> = tokio::task::spawn_blocking(move || store.list_definitions(&ws))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.slug)
+        .collect();
+    let section = match runs_section(&state, &viewer, &f).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    layout::page(
+        &viewer,
+        Nav::Runs,
+        "History",
+        Some("/ui/live"),
+        html! {
+            h1 { "History" }
+            (filter_form(&f, &workflows))
+            (section)
+        },
+    )
+    .into_response()
+}
