@@ -4,6 +4,7 @@
 //! - the routing lookup alone (the store's index of waiting steps by type and value),
 //! - a whole signal (lookup, checks, the step's completion committed) with
 //!   `synchronous=NORMAL` and `FULL`, p50/p99.
+//!
 //! `STEPWISE_BENCH_QUICK=1` parks 5,000 runs.
 
 use std::sync::Arc;
