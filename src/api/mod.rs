@@ -365,13 +365,17 @@ fn routes() -> Vec<(Doc, MethodRouter<AppState>)> {
                 method: "POST",
                 path: "/v1/webhooks/{endpoint}",
                 operation_id: "webhook",
-                summary: "A webhook trigger: the body (validated against its schema, signature checked) starts a run; a redelivery with the same id starts none",
+                summary: "A webhook trigger: the body (validated against its schema, signature checked) starts a run; a redelivery with the same id starts none. A trigger with `signal` delivers it by correlation value (`data.signal`, as POST /v1/signals answers), starting a run only with `start_if_none` when none waits",
                 tag: "triggers",
                 auth: false,
                 query: &[],
                 body: Some("any"),
                 responses: &[
-                    (202, "A run was started", "HookAccepted"),
+                    (
+                        202,
+                        "A run was started, or the signal reached a run or was buffered",
+                        "HookAccepted",
+                    ),
                     (
                         200,
                         "A redelivery: the run it started before",

@@ -70,7 +70,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         let inactive = triggers.inactive_reason(&t.name);
-        out.push(json!({"name": t.name, "kind": t.source.kind(), "workflow": t.workflow, "enabled": t.enabled, "inactive": inactive, "label": t.label(), "state": st}));
+        out.push(json!({"name": t.name, "kind": t.source.kind(), "workflow": (!t.workflow.is_empty()).then_some(&t.workflow), "signal": t.signal.as_ref().map(|s| json!({"type": s.signal_type, "startIfNone": s.start_if_none})), "enabled": t.enabled, "inactive": inactive, "label": t.label(), "state": st}));
     }
     Ok(ok(StatusCode::OK, Value::Array(out)))
 }
