@@ -33,6 +33,15 @@ pub struct WebhookAccepted {
     pub signal: Option<super::signals::SignalResult>,
 }
 
+/// The signal a webhook trigger delivers.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerSignal {
+    #[serde(rename = "type")]
+    pub signal_type: String,
+    pub start_if_none: bool,
+}
+
 /// A trigger the server runs, with its stored state.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Trigger)]
@@ -41,8 +50,12 @@ pub struct TriggerView {
     /// `webhook`, `schedule` or `poll`.
     #[schema(example = "schedule")]
     pub kind: &'static str,
-    /// The workflow it starts.
-    pub workflow: String,
+    /// The workflow it starts (null for a trigger that only delivers a signal).
+    #[schema(required = true)]
+    pub workflow: Option<String>,
+    /// The signal it delivers by correlation value, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<TriggerSignal>,
     pub enabled: bool,
     /// Why it does not fire, when it does not.
     #[schema(required = true)]
@@ -57,7 +70,7 @@ pub struct TriggerView {
     post,
     path = "/v1/webhooks/{endpoint}",
     operation_id = "webhook",
-    summary = "A webhook trigger: the body (validated against its schema, signature checked) starts a run and/or delivers a signal to the runs waiting for it; a redelivery with the same id starts none",
+    summary = "A webhook trigger: the body (validated against its schema, signature checked) starts a run; a redelivery with the same id starts none. A trigger with `signal` delivers it by correlation value (`data.signal`, as POST /v1/signals answers), starting a run only with `start_if_none` when none waits",
     tag = "triggers",
     security(()),
     params(("endpoint" = String, Path, description = "The trigger's webhook endpoint")),
@@ -143,7 +156,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
         out.push(TriggerView {
             name: t.name.clone(),
             kind: t.source.kind(),
-            workflow: t.workflow.clone(),
+            workflow: (!t.workflow.is_empty()).then(|| t.workflow.clone()),
+            signal: t.signal.as_ref().map(|s| TriggerSignal {
+                signal_type: s.signal_type.clone(),
+                start_if_none: s.start_if_none,
+            }),
             enabled: t.enabled,
             inactive,
             label: t.label(),
