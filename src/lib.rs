@@ -16,6 +16,7 @@ pub mod history;
 pub mod http_client;
 pub mod model;
 pub mod otlp;
+pub mod replay;
 pub mod store;
 pub mod template;
 pub mod testing;

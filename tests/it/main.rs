@@ -12,6 +12,7 @@ mod faults;
 mod fuzz;
 mod hardening;
 mod lint_corpus;
+mod replay;
 mod serve;
 mod server;
 mod store_failures;

@@ -113,6 +113,21 @@ enum RunsCommand {
         #[command(flatten)]
         run: RunRef,
     },
+    /// Write a run's full history (the run, its steps and trace, the definition version it
+    /// is pinned to) as JSON, for `stepwise replay` and `stepwise test --from-run`.
+    #[command(
+        override_usage = "stepwise runs export [WORKFLOW] <RUN_ID> [--include LIST] [--out FILE]"
+    )]
+    Export {
+        #[command(flatten)]
+        run: RunRef,
+        /// Comma-separated: steps, trace, trigger, usage.
+        #[arg(long, default_value = "steps,trace")]
+        include: String,
+        /// The file to write (default: stdout).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// A run's pending hooks: their tokens and resume URLs.
     #[command(override_usage = "stepwise runs hooks [WORKFLOW] <RUN_ID>")]
     Hooks {
@@ -124,7 +139,9 @@ enum RunsCommand {
 impl RunsCommand {
     fn access(&self) -> Access {
         match self {
-            RunsCommand::List { .. } | RunsCommand::Hooks { .. } => Access::Read,
+            RunsCommand::List { .. } | RunsCommand::Hooks { .. } | RunsCommand::Export { .. } => {
+                Access::Read
+            }
             RunsCommand::Get { wait, .. } => {
                 if *wait {
                     Access::Watch
@@ -145,7 +162,8 @@ impl RunsCommand {
             | RunsCommand::Cancel { run }
             | RunsCommand::Resume { run, .. }
             | RunsCommand::Retry { run }
-            | RunsCommand::Hooks { run } => Some(run),
+            | RunsCommand::Hooks { run }
+            | RunsCommand::Export { run, .. } => Some(run),
             RunsCommand::List { .. } | RunsCommand::Start { .. } => None,
         }
     }
@@ -245,6 +263,13 @@ fn request(args: &RunsArgs) -> Result<(&'static str, String, Option<Value>), Str
             )
         }
         RunsCommand::Get { run, include, wait } => ("GET", get_path(run, include, *wait), None),
+        RunsCommand::Export { run, include, .. } => {
+            let mut include = include.clone();
+            if !include.split(',').any(|i| i.trim() == "steps") {
+                include.push_str(",steps");
+            }
+            ("GET", get_path(run, &Some(include), false), None)
+        }
         RunsCommand::Cancel { run } => (
             "POST",
             format!("/v1/workflow-runs/{}/cancel", path_segment(run.id())),
@@ -329,6 +354,9 @@ pub fn runs(args: &RunsArgs) -> Outcome {
             && let Some(outcome) = wrong_workflow(&reply.body["data"], workflow)
         {
             return Ok(outcome);
+        }
+        if let RunsCommand::Export { out, .. } = &args.command {
+            return super::replay::write_export(&backend, &reply, out).await;
         }
         let outcome = print_reply(
             &reply,
