@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mcp;
 pub mod model;
 pub mod otlp;
+pub mod replay;
 pub mod store;
 pub mod template;
 pub mod testing;

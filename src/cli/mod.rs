@@ -53,6 +53,8 @@ enum Command {
     History(client::HistoryArgs),
     /// Run workflow tests (*.test.yaml): mocked steps, events on a virtual clock.
     Test(test::TestArgs),
+    /// Check recorded runs against an edited definition: will the runs in flight survive it?
+    Replay(client::ReplayArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,6 +101,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Definitions(args) => client::definitions(&args),
         Command::History(args) => client::history(&args),
         Command::Test(args) => test::run(&args),
+        Command::Replay(args) => client::replay(&args),
     }
 }
 

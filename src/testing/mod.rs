@@ -9,6 +9,7 @@
 pub mod coverage;
 pub mod expect;
 pub mod files;
+pub mod from_run;
 pub mod lint;
 mod mocks;
 pub mod model;

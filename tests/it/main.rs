@@ -17,6 +17,7 @@ mod limits;
 mod lint_corpus;
 mod mcp;
 mod ops;
+mod replay;
 mod serve;
 mod server;
 mod signals;

@@ -9,11 +9,13 @@ mod backend;
 mod bulk;
 mod catalog;
 mod print;
+mod replay;
 mod runs;
 
 use clap::{Args, ValueEnum};
 
 pub use catalog::{DefinitionsArgs, HistoryArgs, definitions, history};
+pub use replay::{ReplayArgs, replay};
 pub use runs::{RunsArgs, runs};
 
 use super::Outcome;

@@ -121,6 +121,21 @@ enum RunsCommand {
         #[command(flatten)]
         bulk: super::bulk::BulkArgs,
     },
+    /// Write a run's full history (the run, its steps and trace, the definition version it
+    /// is pinned to) as JSON, for `stepwise replay` and `stepwise test --from-run`.
+    #[command(
+        override_usage = "stepwise runs export [WORKFLOW] <RUN_ID> [--include LIST] [--out FILE]"
+    )]
+    Export {
+        #[command(flatten)]
+        run: RunRef,
+        /// Comma-separated: steps, trace, trigger, usage.
+        #[arg(long, default_value = "steps,trace")]
+        include: String,
+        /// The file to write (default: stdout).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// A run's pending hooks: their tokens and resume URLs.
     #[command(override_usage = "stepwise runs hooks [WORKFLOW] <RUN_ID>")]
     Hooks {
@@ -132,7 +147,9 @@ enum RunsCommand {
 impl RunsCommand {
     fn access(&self) -> Access {
         match self {
-            RunsCommand::List { .. } | RunsCommand::Hooks { .. } => Access::Read,
+            RunsCommand::List { .. } | RunsCommand::Hooks { .. } | RunsCommand::Export { .. } => {
+                Access::Read
+            }
             RunsCommand::Get { wait, .. } => {
                 if *wait {
                     Access::Watch
@@ -151,7 +168,8 @@ impl RunsCommand {
         match self {
             RunsCommand::Get { run, .. }
             | RunsCommand::Resume { run, .. }
-            | RunsCommand::Hooks { run } => Some(RunRef {
+            | RunsCommand::Hooks { run }
+            | RunsCommand::Export { run, .. } => Some(RunRef {
                 ids: run.ids.clone(),
             }),
             RunsCommand::Cancel { ids, .. } | RunsCommand::Retry { ids, .. } => {
@@ -256,6 +274,13 @@ fn request(args: &RunsArgs) -> Result<(&'static str, String, Option<Value>), Str
             )
         }
         RunsCommand::Get { run, include, wait } => ("GET", get_path(run, include, *wait), None),
+        RunsCommand::Export { run, include, .. } => {
+            let mut include = include.clone();
+            if !include.split(',').any(|i| i.trim() == "steps") {
+                include.push_str(",steps");
+            }
+            ("GET", get_path(run, &Some(include), false), None)
+        }
         RunsCommand::Cancel { ids, bulk } | RunsCommand::Retry { ids, bulk } => {
             let action = if matches!(args.command, RunsCommand::Cancel { .. }) {
                 "cancel"
@@ -349,6 +374,9 @@ pub fn runs(args: &RunsArgs) -> Outcome {
             && let Some(outcome) = wrong_workflow(&reply.body["data"], workflow)
         {
             return Ok(outcome);
+        }
+        if let RunsCommand::Export { out, .. } = &args.command {
+            return super::replay::write_export(&backend, &reply, out).await;
         }
         let outcome = print_reply(
             &reply,

@@ -1,0 +1,193 @@
+//! `stepwise runs export` and `stepwise replay` over the real binary: a corpus of edits to
+//! expense-approval, each with the verdict it must get for a run paused at `review`.
+
+use std::path::Path;
+
+use crate::util::{repo, show, stepwise};
+
+/// A database with one run of expense-approval paused at `review`, and its export.
+fn recorded(dir: &Path) -> String {
+    std::fs::copy(
+        repo().join("examples/expense-approval.yaml"),
+        dir.join("expense-approval.yaml"),
+    )
+    .unwrap();
+    let o = stepwise(
+        dir,
+        &[
+            "run",
+            "expense-approval.yaml",
+            "--input",
+            r#"{"employee": "Ada", "amount": 12}"#,
+            "--db",
+            "r.db",
+        ],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let o = stepwise(dir, &["runs", "list", "--db", "r.db", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let o = stepwise(
+        dir,
+        &["runs", "export", &id, "--db", "r.db", "--out", "run.json"],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    id
+}
+
+fn edited(dir: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(repo().join("examples/expense-approval.yaml")).unwrap();
+    assert!(text.contains(from), "no `{from}`");
+    std::fs::write(dir.join("edited.yaml"), text.replacen(from, to, 1)).unwrap();
+}
+
+fn replay(dir: &Path, source: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec!["replay", "--definition", "edited.yaml"];
+    args.extend_from_slice(source);
+    let o = stepwise(dir, &args);
+    (
+        o.status.code(),
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), show(&o)),
+    )
+}
+
+#[test]
+fn export_holds_the_run_its_steps_and_the_pinned_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = recorded(dir.path());
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.json")).unwrap())
+            .unwrap();
+    assert_eq!(doc["format"], "stepwise.run-export/1");
+    assert_eq!(doc["run"]["id"], id.as_str());
+    assert_eq!(doc["run"]["status"], "PAUSED");
+    assert_eq!(doc["run"]["steps"][0]["name"], "summary");
+    assert!(
+        doc["run"]["trace"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+    );
+    assert!(
+        doc["definition"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("id: expense-approval")
+    );
+}
+
+#[test]
+fn an_edit_to_steps_not_yet_run_is_compatible() {
+    let dir = tempfile::tempdir().unwrap();
+    recorded(dir.path());
+    edited(
+        dir.path(),
+        "message: \"Expense of",
+        "message: \"Expense claim of",
+    );
+    for source in [&["run.json"][..], &["--db", "r.db"][..]] {
+        let (code, out) = replay(dir.path(), source);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("(PAUSED): compatible\n"), "{out}");
+    }
+}
+
+#[test]
+fn a_new_step_whose_needs_are_done_would_run() {
+    let dir = tempfile::tempdir().unwrap();
+    recorded(dir.path());
+    edited(
+        dir.path(),
+        "  - id: review\n",
+        "  - id: audit\n    type: action\n    needs: [summary]\n    uses: log\n    with: {message: audit}\n\n  - id: review\n    needs: [summary]\n",
+    );
+    let (code, out) = replay(dir.path(), &["run.json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("compatible-but-rerun-or-skip"), "{out}");
+    assert!(
+        out.contains(
+            "edited.yaml:34:5: step `audit` is new; its needs are done, so it would run now"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_changed_completed_step_is_reported_as_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    recorded(dir.path());
+    edited(
+        dir.path(),
+        "asks for {{ input.amount }} EUR",
+        "asks for {{ input.amount }} euros",
+    );
+    let (code, out) = replay(dir.path(), &["run.json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("compatible-but-rerun-or-skip")
+            && out.contains("step `summary` changed after it ran"),
+        "{out}"
+    );
+}
+
+#[test]
+fn removing_the_waiting_step_is_incompatible() {
+    let dir = tempfile::tempdir().unwrap();
+    recorded(dir.path());
+    edited(dir.path(), "  - id: review\n", "  - id: manager_review\n");
+    let text = std::fs::read_to_string(dir.path().join("edited.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("edited.yaml"),
+        text.replace("steps.review.", "steps.manager_review."),
+    )
+    .unwrap();
+    let (code, out) = replay(dir.path(), &["run.json"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("(PAUSED): incompatible")
+            && out.contains("the run waits at step `review`, which no longer exists"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_read_of_a_field_the_recorded_output_lacks_is_incompatible() {
+    let dir = tempfile::tempdir().unwrap();
+    recorded(dir.path());
+    edited(
+        dir.path(),
+        "        large: \"{{ input.amount > 1000 }}\"",
+        "        large: \"{{ input.amount > 1000 }}\"\n        currency: EUR",
+    );
+    let text = std::fs::read_to_string(dir.path().join("edited.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("edited.yaml"),
+        text.replace(
+            "message: \"Expense of {{ input.employee }}",
+            "message: \"Expense in {{ steps.summary.output.currency }} of {{ input.employee }}",
+        ),
+    )
+    .unwrap();
+    let (code, out) = replay(dir.path(), &["run.json"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("reads `steps.summary.output.currency`, but the output `summary` recorded has no field `currency`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_input_the_new_schema_refuses_is_incompatible() {
+    let dir = tempfile::tempdir().unwrap();
+    recorded(dir.path());
+    edited(
+        dir.path(),
+        "  required: [employee, amount]",
+        "  required: [employee, amount, currency]",
+    );
+    let (code, out) = replay(dir.path(), &["--db", "r.db", "--status", "PAUSED"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("edited.yaml:12:3: the run's input no longer satisfies the input schema"),
+        "{out}"
+    );
+}
