@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::engine::{Engine, EngineError, Result, blocking};
 use crate::metrics::Metrics;

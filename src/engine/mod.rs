@@ -20,9 +20,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use compiled::{Compiled, violations};
 pub use config::{EngineConfig, PlanLoader};
 pub use error::{EngineError, Result};
-pub use signals::{MAX_CORRELATION, SendSignal, SignalOutcome, valid_signal_type};
 pub use intercept::{Intercepted, Interceptor, StepCall, StepIntercept};
 pub use scheduler::AlertOutcome;
+pub use signals::{MAX_CORRELATION, SendSignal, SignalOutcome, valid_signal_type};
 
 use crate::clock::SharedClock;
 use crate::diagnostics::{Diagnostic, SourceFile};

@@ -530,7 +530,6 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<BufferedSignal>>;
 
-
     // Failure alerts (issue 14).
     /// Pending alerts due at or before `now`, oldest first.
     fn alerts_due(&self, now: Timestamp, limit: usize) -> Result<Vec<AlertRecord>>;
