@@ -27,6 +27,8 @@ pub struct Definition {
     pub steps: Vec<Step>,
     /// Who hears when a run fails (`on_failure:`).
     pub on_failure: Option<OnFailure>,
+    /// Each run gets its own directory, shared by its steps (`workspace: true`).
+    pub workspace: bool,
 }
 
 /// A failure alert: a JSON POST, a workflow started with the failed run as input, or both.
@@ -113,6 +115,7 @@ pub enum StepKind {
     Approval(ApprovalStep),
     Wait(WaitStep),
     ExternalEvent(ExternalEventStep),
+    Script(ScriptStep),
     /// The step's shape did not match its type; the schema check says why.
     Invalid,
 }
@@ -125,6 +128,7 @@ impl StepKind {
             StepKind::Approval(_) => "approval",
             StepKind::Wait(_) => "wait",
             StepKind::ExternalEvent(_) => "external_event",
+            StepKind::Script(_) => "script",
             StepKind::Invalid => "invalid",
         }
     }
@@ -171,6 +175,31 @@ pub struct ExternalEventStep {
     pub buffer: Option<String>,
 }
 
+/// A command run in the run's workspace (docs/scripts.md). `run` and `command` are taken
+/// as written, never rendered: values reach the script through `env` and stdin (`with`),
+/// so nothing in a run's input can change the command line.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ScriptStep {
+    /// A shell script, run with `sh -e -c`.
+    pub run: Option<String>,
+    /// An argv, run as it is (the first word is looked up on PATH).
+    pub command: Option<Vec<String>>,
+    /// Environment variables; the values are templates.
+    #[serde(default)]
+    pub env: Map<String, Value>,
+    /// The value written to stdin as JSON (its strings are templates); `{}` without it.
+    pub with: Option<Value>,
+    /// Whether the script may reach the network (confined scripts have none by default).
+    #[serde(default)]
+    pub network: bool,
+    /// The address-space limit of the script, in MiB.
+    pub memory_mb: Option<u64>,
+    /// The most stdout kept; more fails the attempt.
+    pub max_output_bytes: Option<u64>,
+    /// A JSON Schema stdout must satisfy (stdout is then parsed as JSON).
+    pub output: Option<Value>,
+}
+
 impl Definition {
     /// Read the model out of a document's JSON form, keeping whatever is well-formed.
     pub fn from_value(doc: &Value) -> Definition {
@@ -199,11 +228,19 @@ impl Definition {
             rate: doc.get("rate").and_then(decode),
             steps,
             on_failure: doc.get("on_failure").and_then(decode),
+            workspace: doc.get("workspace").and_then(Value::as_bool) == Some(true),
         }
     }
 
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// The first `script` step, if any (servers without `--allow-scripts` refuse them).
+    pub fn first_script(&self) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| matches!(s.kind, StepKind::Script(_)))
     }
 }
 
@@ -230,6 +267,7 @@ impl Step {
             Some("approval") => decode(v).map(StepKind::Approval),
             Some("wait") => decode(v).map(StepKind::Wait),
             Some("external_event") => decode(v).map(StepKind::ExternalEvent),
+            Some("script") => decode(v).map(StepKind::Script),
             _ => None,
         }
         .unwrap_or(StepKind::Invalid);

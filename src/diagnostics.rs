@@ -110,6 +110,10 @@ pub enum Code {
     TestWrongStepType,
     TestUnknownSignal,
     TestImpossibleOutput,
+    ScriptNeedsOne,
+    ScriptNeedsWorkspace,
+    ScriptNotRendered,
+    ScriptsNotAllowed,
 }
 
 impl Code {
@@ -153,14 +157,20 @@ impl Code {
             Code::TestWrongStepType => "stepwise::test::wrong_step_type",
             Code::TestUnknownSignal => "stepwise::test::unknown_signal",
             Code::TestImpossibleOutput => "stepwise::test::impossible_output",
+            Code::ScriptNeedsOne => "stepwise::script::needs_one",
+            Code::ScriptNeedsWorkspace => "stepwise::script::needs_workspace",
+            Code::ScriptNotRendered => "stepwise::script::not_rendered",
+            Code::ScriptsNotAllowed => "stepwise::script::not_allowed",
         }
     }
 
     pub fn severity(self) -> Severity {
         match self {
-            Code::UnusedInput | Code::RedundantNeed | Code::RetryIgnored | Code::NeverRuns => {
-                Severity::Warning
-            }
+            Code::UnusedInput
+            | Code::RedundantNeed
+            | Code::RetryIgnored
+            | Code::NeverRuns
+            | Code::ScriptNotRendered => Severity::Warning,
             _ => Severity::Error,
         }
     }

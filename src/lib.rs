@@ -27,4 +27,5 @@ pub mod testing;
 pub mod triggers;
 pub mod ui;
 pub mod validate;
+pub mod workspace;
 pub mod yaml;

@@ -147,6 +147,15 @@ pub fn step_sites(step: &Step) -> Vec<Site> {
         StepKind::Approval(a) => field("message", &Some(a.message.clone())),
         StepKind::Wait(w) => field("until", &w.until),
         StepKind::ExternalEvent(e) => field("correlate", &e.correlate),
+        StepKind::Script(s) => {
+            let env = step.field("env");
+            for (k, v) in &s.env {
+                collect_strings(v, pointer_push(&env, k), &mut out);
+            }
+            if let Some(with) = &s.with {
+                collect_strings(with, step.field("with"), &mut out);
+            }
+        }
         StepKind::Invalid => {}
     }
     out

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{LintFormat, Outcome, stderr_color};
 use crate::diagnostics::{JsonDiagnostic, SourceFile, render_github, render_human};
-use crate::validate::{Lint, lint};
+use crate::validate::{Lint, LintOptions, lint_with};
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
@@ -20,6 +20,10 @@ pub struct LintArgs {
     /// Treat warnings as errors.
     #[arg(long)]
     deny_warnings: bool,
+    /// Lint for a server that runs no scripts (started without --allow-scripts): every
+    /// `script` step is an error.
+    #[arg(long)]
+    deny_scripts: bool,
 }
 
 /// Expand paths into the YAML files to lint, sorted; unreadable paths are returned apart.
@@ -57,6 +61,14 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<(PathBuf, Strin
 
 /// Read and lint files on all cores; results keep the input order.
 pub fn lint_files(files: &[PathBuf]) -> Vec<Result<(SourceFile, Lint), (PathBuf, String)>> {
+    lint_files_with(files, &LintOptions::default())
+}
+
+/// [`lint_files`] for a place that runs workflows as `options` say.
+pub fn lint_files_with(
+    files: &[PathBuf],
+    options: &LintOptions,
+) -> Vec<Result<(SourceFile, Lint), (PathBuf, String)>> {
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(files.len().max(1));
@@ -72,7 +84,7 @@ pub fn lint_files(files: &[PathBuf]) -> Vec<Result<(SourceFile, Lint), (PathBuf,
                                 .map_err(|e| (p.clone(), e.to_string()))?;
                             let file = SourceFile::new(p.display().to_string(), text);
                             let result = crate::testing::files::lint_test_file(&file, p)
-                                .unwrap_or_else(|| lint(&file));
+                                .unwrap_or_else(|| lint_with(&file, options));
                             Ok((file, result))
                         })
                         .collect::<Vec<_>>()
@@ -89,7 +101,10 @@ pub fn lint_files(files: &[PathBuf]) -> Vec<Result<(SourceFile, Lint), (PathBuf,
 pub fn run(args: &LintArgs) -> Outcome {
     let (files, mut problems) = collect_files(&args.paths);
     let mut linted = Vec::new();
-    for r in lint_files(&files) {
+    let options = LintOptions {
+        allow_scripts: !args.deny_scripts,
+    };
+    for r in lint_files_with(&files, &options) {
         match r {
             Ok(x) => linted.push(x),
             Err(p) => problems.push(p),

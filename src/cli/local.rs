@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use super::scripts::ScriptArgs;
 use crate::clock::SystemClock;
 use crate::engine::{Engine, EngineConfig};
 use crate::store::{SqliteStore, Synchronous};
@@ -157,16 +158,41 @@ pub fn advertise(db: &Path, addr: std::net::SocketAddr) -> Result<(), String> {
 }
 
 /// Open the store and start the engine (call inside a tokio runtime).
-pub fn start_engine(args: &DbArgs) -> Result<(Engine, DbLock), String> {
+pub fn start_engine(args: &DbArgs, scripts: &ScriptArgs) -> Result<(Engine, DbLock), String> {
     let lock = lock(&args.db)?;
-    Ok((start_locked(args, &lock)?, lock))
+    Ok((start_locked_with(args, &lock, scripts)?, lock))
 }
 
 /// Start the engine on a database whose lock the caller holds (call inside a tokio runtime).
-pub fn start_locked(args: &DbArgs, _lock: &DbLock) -> Result<Engine, String> {
+pub fn start_locked(args: &DbArgs, lock: &DbLock) -> Result<Engine, String> {
+    start_locked_with(args, lock, &ScriptArgs::default())
+}
+
+/// [`start_locked`] with the script flags of the command.
+pub fn start_locked_with(
+    args: &DbArgs,
+    _lock: &DbLock,
+    scripts: &ScriptArgs,
+) -> Result<Engine, String> {
     let store = SqliteStore::open(&args.db, args.synchronous).map_err(|e| e.to_string())?;
-    let config = EngineConfig::from_env()?;
+    let config = local_config(args, scripts)?;
     Engine::start(Arc::new(store), Arc::new(SystemClock), config).map_err(|e| e.to_string())
+}
+
+/// The engine settings of a command on `args.db`: the environment, then the flags; run
+/// workspaces beside the database, which (like them) scripts may not see.
+fn local_config(args: &DbArgs, scripts: &ScriptArgs) -> Result<EngineConfig, String> {
+    let mut config = EngineConfig::from_env()?;
+    scripts.apply(&mut config)?;
+    if config.workspaces.root.is_none() {
+        config.workspaces.root = Some(crate::workspace::root_beside(&args.db));
+    }
+    let db_dir = std::path::absolute(&args.db)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    config.scripts.hidden.extend(db_dir);
+    super::scripts::announce(&config)?;
+    Ok(config)
 }
 
 /// Open the store for reading: no lock, no scheduler, nothing executes (call inside a tokio
@@ -197,6 +223,15 @@ where
     F: FnOnce(Engine) -> Fut,
     Fut: std::future::Future<Output = super::Outcome>,
 {
+    with_engine_scripts(db, &ScriptArgs::default(), f)
+}
+
+/// [`with_engine`] with the script flags of the command.
+pub fn with_engine_scripts<F, Fut>(db: &DbArgs, scripts: &ScriptArgs, f: F) -> super::Outcome
+where
+    F: FnOnce(Engine) -> Fut,
+    Fut: std::future::Future<Output = super::Outcome>,
+{
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -205,7 +240,7 @@ where
         }
     };
     rt.block_on(async {
-        let (engine, _lock) = match start_engine(db) {
+        let (engine, _lock) = match start_engine(db, scripts) {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -9,7 +9,7 @@ use clap::Args;
 use rmcp::ServiceExt;
 
 use super::Outcome;
-use super::local::{DbArgs, Holder, holder, with_engine};
+use super::local::{DbArgs, Holder, holder, with_engine_scripts};
 use super::run::shutdown_signal;
 use crate::mcp::McpServer;
 use crate::store::DEFAULT_WORKSPACE;
@@ -27,6 +27,8 @@ pub struct McpArgs {
     wait: String,
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    scripts: super::scripts::ScriptArgs,
 }
 
 pub fn mcp(args: &McpArgs) -> Outcome {
@@ -44,7 +46,7 @@ pub fn mcp(args: &McpArgs) -> Outcome {
         );
         return Outcome::CouldNotRun;
     }
-    with_engine(&args.db, |engine| async move {
+    with_engine_scripts(&args.db, &args.scripts, |engine| async move {
         if let Some(dir) = &args.definitions {
             let triggers = Triggers::new(engine.clone(), DEFAULT_WORKSPACE);
             super::serve::watch_definitions(&engine, &triggers, dir).await;

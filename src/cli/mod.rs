@@ -8,6 +8,7 @@ pub mod lint;
 pub mod local;
 mod mcp;
 mod run;
+pub mod scripts;
 mod serve;
 mod table;
 mod test;

@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::Outcome;
-use super::local::{DbArgs, with_engine};
+use super::local::{DbArgs, with_engine_scripts};
 use crate::diagnostics::render_human;
 use crate::engine::{CreateRun, Engine, EngineError};
 use crate::model::{RunStatus, StepStatus};
@@ -32,6 +32,8 @@ pub struct RunArgs {
     wait: bool,
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    scripts: super::scripts::ScriptArgs,
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +43,8 @@ pub struct WorkerArgs {
     exit_when_idle: bool,
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    scripts: super::scripts::ScriptArgs,
 }
 
 pub fn read_json_arg(text: &str, what: &str) -> Result<Value, String> {
@@ -61,7 +65,7 @@ pub fn run(args: &RunArgs) -> Outcome {
             return Outcome::CouldNotRun;
         }
     };
-    with_engine(&args.db, |engine| async move {
+    with_engine_scripts(&args.db, &args.scripts, |engine| async move {
         let outcome = run_on(&engine, args, input).await;
         // Steps this engine started (this run's, and those of runs it recovered) finish and
         // are committed before the process exits, so no later command starts them again.
@@ -310,7 +314,7 @@ fn line(e: &(String, StepStatus, Instant, Option<Duration>)) -> String {
 }
 
 pub fn worker(args: &WorkerArgs) -> Outcome {
-    with_engine(&args.db, |engine| async move {
+    with_engine_scripts(&args.db, &args.scripts, |engine| async move {
         tracing::info!("worker running on {}", args.db.db.display());
         if let Err(e) = crate::bulk::resume(&engine).await {
             eprintln!("error: cannot resume bulk operations: {e}");

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 
 use super::Outcome;
-use super::local::{DbArgs, with_engine};
+use super::local::{DbArgs, with_engine_scripts};
 use super::run::shutdown_signal;
 use crate::api::{AppState, is_loopback, router};
 use crate::diagnostics::render_human;
@@ -48,6 +48,8 @@ pub struct ServeArgs {
     metrics_public: bool,
     #[command(flatten)]
     db: DbArgs,
+    #[command(flatten)]
+    scripts: super::scripts::ScriptArgs,
 }
 
 pub fn serve(args: &ServeArgs) -> Outcome {
@@ -77,7 +79,7 @@ pub fn serve(args: &ServeArgs) -> Outcome {
             return Outcome::CouldNotRun;
         }
     };
-    with_engine(&args.db, |engine| async move {
+    with_engine_scripts(&args.db, &args.scripts, |engine| async move {
         let listener = match tokio::net::TcpListener::bind(args.addr).await {
             Ok(l) => l,
             Err(e) => {

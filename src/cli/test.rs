@@ -34,6 +34,9 @@ pub struct TestArgs {
     /// Also report, per workflow, which steps and `when` outcomes the cases exercised.
     #[arg(long)]
     coverage: bool,
+    /// Let script steps a case lists in `live` run for real (mocked ones never run).
+    #[command(flatten)]
+    scripts: super::scripts::ScriptArgs,
 }
 
 struct FileResult {
@@ -84,9 +87,24 @@ pub fn run(args: &TestArgs) -> Outcome {
             return Outcome::CouldNotRun;
         }
     };
+    let mut config = match crate::engine::EngineConfig::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return Outcome::CouldNotRun;
+        }
+    };
+    if let Err(e) = args
+        .scripts
+        .apply(&mut config)
+        .and_then(|()| super::scripts::announce(&config))
+    {
+        let _ = writeln!(err, "error: {e}");
+        return Outcome::CouldNotRun;
+    }
     let mut results = Vec::new();
     for suite in suites {
-        match rt.block_on(testing::run(&suite)) {
+        match rt.block_on(testing::run_with(&suite, Some(&config.scripts))) {
             Ok(report) => results.push(FileResult { suite, report }),
             Err(e) => {
                 let _ = writeln!(err, "error: {}: {e}", suite.path.display());

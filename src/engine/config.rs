@@ -14,7 +14,8 @@ use crate::exec::agent::LlmConfig;
 #[derive(Clone)]
 pub struct PlanLoader(pub Arc<LoadFn>);
 
-pub type LoadFn = dyn Fn(&SourceFile) -> Result<Plan, Vec<Diagnostic>> + Send + Sync;
+/// The flag says whether `script` steps are allowed (when not, each is a diagnostic).
+pub type LoadFn = dyn Fn(&SourceFile, bool) -> Result<Plan, Vec<Diagnostic>> + Send + Sync;
 
 impl std::fmt::Debug for PlanLoader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,8 +24,19 @@ impl std::fmt::Debug for PlanLoader {
 }
 
 impl PlanLoader {
+    /// Load a stored version: scripts are allowed here (whether they may run is decided
+    /// when a run is created), so a version applied once always loads again.
     pub fn load(&self, file: &SourceFile) -> Result<Plan, Vec<Diagnostic>> {
-        (self.0)(file)
+        (self.0)(file, true)
+    }
+
+    /// Load a definition being applied, refusing script steps unless `allow_scripts`.
+    pub fn load_for_apply(
+        &self,
+        file: &SourceFile,
+        allow_scripts: bool,
+    ) -> Result<Plan, Vec<Diagnostic>> {
+        (self.0)(file, allow_scripts)
     }
 }
 
@@ -59,6 +71,10 @@ pub struct EngineConfig {
     pub alert_retry_first: Duration,
     /// Attempts of one alert before it is given up (`alert.failed` in the run's trace).
     pub alert_max_attempts: i64,
+    /// Whether and how `script` steps run (`--allow-scripts`, `--script-sandbox`).
+    pub scripts: crate::exec::script::ScriptConfig,
+    /// Where run workspaces live and how long they stay (`workspace: true`).
+    pub workspaces: crate::workspace::WorkspaceConfig,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +93,8 @@ impl Default for EngineConfig {
             on_failure: None,
             alert_retry_first: Duration::from_secs(1),
             alert_max_attempts: 20,
+            scripts: Default::default(),
+            workspaces: Default::default(),
         }
     }
 }
@@ -121,6 +139,18 @@ impl EngineConfig {
                 workflow,
             });
         }
+        cfg.scripts.allowed = env_flag("STEPWISE_ALLOW_SCRIPTS");
+        if let Ok(v) = std::env::var("STEPWISE_SCRIPT_SANDBOX") {
+            cfg.scripts.sandbox =
+                parse_sandbox(&v).map_err(|e| format!("STEPWISE_SCRIPT_SANDBOX: {e}"))?;
+        }
+        if let Some(v) = std::env::var_os("STEPWISE_WORKSPACES").filter(|v| !v.is_empty()) {
+            cfg.workspaces.root = Some(v.into());
+        }
+        if let Ok(v) = std::env::var("STEPWISE_WORKSPACE_RETENTION") {
+            cfg.workspaces.retention = crate::duration::parse(&v)
+                .map_err(|e| format!("STEPWISE_WORKSPACE_RETENTION: {e}"))?;
+        }
         if let Ok(v) = std::env::var("STEPWISE_MAX_SUSPENDED") {
             cfg.max_suspended =
                 crate::duration::parse(&v).map_err(|e| format!("STEPWISE_MAX_SUSPENDED: {e}"))?;
@@ -132,5 +162,24 @@ impl EngineConfig {
             }
         }
         Ok(cfg)
+    }
+}
+
+/// A boolean variable as clap reads one: set, and not `0`, `false`, `no`, `off` or empty.
+pub fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off"
+        )
+    })
+}
+
+/// `bwrap` (the default: confined by bubblewrap) or `none` (unconfined).
+pub fn parse_sandbox(v: &str) -> Result<crate::exec::sandbox::Sandbox, String> {
+    match v.trim() {
+        "bwrap" | "" => Ok(crate::exec::sandbox::Sandbox::default()),
+        "none" => Ok(crate::exec::sandbox::Sandbox::Unconfined),
+        other => Err(format!("`{other}` is not a sandbox: use `bwrap` or `none`")),
     }
 }

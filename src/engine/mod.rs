@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use compiled::{Compiled, violations};
-pub use config::{EngineConfig, PlanLoader};
+pub use config::{EngineConfig, PlanLoader, env_flag, parse_sandbox};
 pub use error::{EngineError, Result};
 pub use intercept::{Intercepted, Interceptor, StepCall, StepIntercept};
 pub use scheduler::AlertOutcome;
@@ -171,6 +171,9 @@ impl Engine {
         let engine = Engine::with_channel(store, clock, config, tx, 8_192);
         scheduler::spawn(engine.clone(), rx)?;
         crate::alerts::spawn(engine.clone());
+        if engine.config().workspaces.root.is_some() {
+            crate::workspace::spawn_sweeper(engine.clone());
+        }
         Ok(engine)
     }
 
@@ -280,7 +283,12 @@ impl Engine {
         source: &str,
     ) -> Result<std::result::Result<(DefinitionRecord, bool), Rejected>> {
         let file = SourceFile::new(name, source);
-        let plan = match self.inner.config.plans.load(&file) {
+        let plan = match self
+            .inner
+            .config
+            .plans
+            .load_for_apply(&file, !self.refuses_scripts())
+        {
             Ok(p) => p,
             Err(diagnostics) => return Ok(Err(Rejected { file, diagnostics })),
         };
@@ -300,6 +308,12 @@ impl Engine {
         self.inner.cache.set_latest(compiled);
         self.inner.buffers.forget(workspace_id);
         Ok(Ok((rec, created)))
+    }
+
+    /// Whether definitions with script steps are refused, and runs of them: scripts are
+    /// not allowed, and no interceptor (`stepwise test`) decides step by step instead.
+    pub fn refuses_scripts(&self) -> bool {
+        !self.inner.config.scripts.allowed && self.inner.config.intercept.is_none()
     }
 
     /// The compiled form of a definition version, from the cache or the store.
@@ -399,6 +413,17 @@ impl Engine {
             ));
         }
         let compiled = self.compiled(&req.workspace_id, &req.definition).await?;
+        if self.refuses_scripts()
+            && let Some(step) = compiled.plan.definition.first_script()
+        {
+            return Err(EngineError::validation(
+                format!(
+                    "workflow `{}` has a script step (`{}`), and this server does not run scripts: start it with --allow-scripts (STEPWISE_ALLOW_SCRIPTS=1)",
+                    compiled.record.slug, step.id
+                ),
+                json!({"field": "definitionId", "step": step.id, "reason": "scripts_not_allowed"}),
+            ));
+        }
         if let Some(v) = &compiled.input {
             let problems = violations(v, &req.input);
             if !problems.is_empty() {

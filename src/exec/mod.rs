@@ -4,6 +4,8 @@
 pub mod agent;
 pub mod http;
 pub mod log;
+pub mod sandbox;
+pub mod script;
 pub mod transform;
 
 use serde_json::{Value, json};

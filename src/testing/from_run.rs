@@ -33,7 +33,7 @@ pub fn test_document(run: &Recorded, def: &Definition, workflow: &str) -> Value 
         let at = offset(run.created_at.as_deref(), finished);
         match &step.kind {
             StepKind::Action(a) if ["transform", "log", "workflow"].contains(&a.uses.as_str()) => {}
-            StepKind::Action(_) | StepKind::Agent(_) => {
+            StepKind::Action(_) | StepKind::Agent(_) | StepKind::Script(_) => {
                 let outcomes: Vec<Value> = rs
                     .attempts
                     .iter()

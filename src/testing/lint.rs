@@ -132,7 +132,12 @@ pub fn check_against(doc: &Value, spans: &SpanIndex, defs: &[Definition]) -> Vec
                 let ptr = pointer_push(&pointer_push(&cp, "mocks"), id);
                 match find(id) {
                     None => unknown(&mut out, &ptr, true, id, "a mock"),
-                    Some(s) if !matches!(s.kind, StepKind::Action(_) | StepKind::Agent(_)) => {
+                    Some(s)
+                        if !matches!(
+                            s.kind,
+                            StepKind::Action(_) | StepKind::Agent(_) | StepKind::Script(_)
+                        ) =>
+                    {
                         out.push(
                             Diagnostic::new(
                                 Code::TestWrongStepType,

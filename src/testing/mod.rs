@@ -47,8 +47,17 @@ pub struct SuiteReport {
 
 /// Run a suite and check every case.
 pub async fn run(suite: &Suite) -> Result<SuiteReport, String> {
+    run_with(suite, None).await
+}
+
+/// [`run`], with how `live` script steps may run (`stepwise test --allow-scripts`);
+/// `None`: as the environment says.
+pub async fn run_with(
+    suite: &Suite,
+    scripts: Option<&crate::exec::script::ScriptConfig>,
+) -> Result<SuiteReport, String> {
     let started = std::time::Instant::now();
-    let actuals = runner::run_suite(suite).await?;
+    let actuals = runner::run_suite(suite, scripts).await?;
     let coverage = Coverage::of(&suite.workflow.definition, &actuals);
     let cases = suite
         .test

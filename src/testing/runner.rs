@@ -81,7 +81,10 @@ fn at(start: Timestamp, d: Duration) -> Timestamp {
 }
 
 /// Run every case of a suite; the results keep the cases' order.
-pub async fn run_suite(suite: &Suite) -> Result<Vec<Actual>, String> {
+pub async fn run_suite(
+    suite: &Suite,
+    scripts: Option<&crate::exec::script::ScriptConfig>,
+) -> Result<Vec<Actual>, String> {
     let db = temp_db()?;
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&db.0.join("test.db"), Synchronous::Normal)
@@ -96,6 +99,11 @@ pub async fn run_suite(suite: &Suite) -> Result<Vec<Actual>, String> {
         intercept: Some(Interceptor(mocks.clone())),
         ..EngineConfig::from_env().unwrap_or_default()
     };
+    if let Some(scripts) = scripts {
+        config.scripts = scripts.clone();
+    }
+    // `live` script steps run in a workspace of the throwaway database's.
+    config.workspaces.root = Some(db.0.join("workspaces"));
     // Secrets the workflows read get a placeholder unless the environment sets them, so
     // templates render (and a test can check where the placeholder went).
     for w in std::iter::once(&suite.workflow).chain(&suite.children) {

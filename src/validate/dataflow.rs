@@ -42,6 +42,7 @@ fn producer_schema(kind: &StepKind) -> Value {
         StepKind::Approval(a) => json!({"type": "string", "enum": a.options}),
         StepKind::Wait(_) => json!({"type": "null"}),
         StepKind::Action(a) => builtins::output_schema(&a.uses, &a.with),
+        StepKind::Script(s) => s.output.clone().unwrap_or(json!(true)),
         StepKind::Invalid => json!(true),
     }
 }

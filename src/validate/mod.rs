@@ -5,6 +5,7 @@
 
 pub mod dataflow;
 pub mod schema;
+pub mod scripts;
 mod semantic;
 
 use serde_json::Value;
@@ -33,8 +34,28 @@ impl Lint {
     }
 }
 
+/// What lint is told about where the definition will run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LintOptions {
+    /// Whether `script` steps may run there (`--allow-scripts`); when not, each is an error.
+    pub allow_scripts: bool,
+}
+
+impl Default for LintOptions {
+    fn default() -> Self {
+        Self {
+            allow_scripts: true,
+        }
+    }
+}
+
 /// Lint one file's text.
 pub fn lint(file: &SourceFile) -> Lint {
+    lint_with(file, &LintOptions::default())
+}
+
+/// Lint one file's text for a place that runs workflows as `options` say.
+pub fn lint_with(file: &SourceFile, options: &LintOptions) -> Lint {
     let doc = match yaml::parse(file) {
         Ok(doc) => doc,
         Err(d) => {
@@ -45,16 +66,26 @@ pub fn lint(file: &SourceFile) -> Lint {
             };
         }
     };
-    lint_document(&doc.value, &doc.spans, &file.text)
+    lint_document(&doc.value, &doc.spans, &file.text, options)
 }
 
 /// Lint a definition given as JSON (e.g. an API body): spans are empty, messages still name
 /// the field by its path.
 pub fn lint_value(value: &Value) -> Lint {
-    lint_document(value, &yaml::SpanIndex::default(), "")
+    lint_document(
+        value,
+        &yaml::SpanIndex::default(),
+        "",
+        &LintOptions::default(),
+    )
 }
 
-fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
+fn lint_document(
+    value: &Value,
+    spans: &yaml::SpanIndex,
+    text: &str,
+    options: &LintOptions,
+) -> Lint {
     if !value.is_object() {
         return Lint {
             diagnostics: vec![
@@ -100,6 +131,9 @@ fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
     let def = Definition::from_value(value);
     semantic::check(&def, spans, &mut diagnostics);
     dataflow::check(&def, spans, text, &mut diagnostics);
+    if !options.allow_scripts {
+        diagnostics.extend(scripts::refused(&def, spans));
+    }
     diagnostics.sort_by_key(|d| (d.span.start, d.code.as_str()));
     diagnostics.dedup();
     let has_errors = diagnostics.iter().any(Diagnostic::is_error);
@@ -113,8 +147,8 @@ fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
 /// The engine's default way to load a definition: lint it, then compile it into a plan.
 impl Default for crate::engine::PlanLoader {
     fn default() -> Self {
-        crate::engine::PlanLoader(std::sync::Arc::new(|file: &SourceFile| {
-            let l = lint(file);
+        crate::engine::PlanLoader(std::sync::Arc::new(|file: &SourceFile, allow_scripts| {
+            let l = lint_with(file, &LintOptions { allow_scripts });
             let def = l.definition.ok_or_else(|| l.diagnostics.clone())?;
             crate::compile::compile(def).map_err(|_| l.diagnostics)
         }))

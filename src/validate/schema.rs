@@ -47,6 +47,7 @@ pub const TOP_FIELDS: &[&str] = &[
     "result",
     "concurrency",
     "rate",
+    "workspace",
     "steps",
 ];
 pub const STEP_FIELDS: &[&str] = &[
@@ -60,7 +61,14 @@ pub const STEP_FIELDS: &[&str] = &[
     "timeout",
     "concurrency",
 ];
-pub const STEP_TYPES: &[&str] = &["action", "agent", "approval", "wait", "external_event"];
+pub const STEP_TYPES: &[&str] = &[
+    "action",
+    "agent",
+    "approval",
+    "wait",
+    "external_event",
+    "script",
+];
 
 /// Fields a step of `type` may have beyond the common ones.
 pub fn type_fields(step_type: &str) -> &'static [&'static str] {
@@ -77,6 +85,16 @@ pub fn type_fields(step_type: &str) -> &'static [&'static str] {
         "approval" => &["message", "options"],
         "wait" => &["duration", "until"],
         "external_event" => &["signal", "schema", "correlate", "buffer"],
+        "script" => &[
+            "run",
+            "command",
+            "env",
+            "with",
+            "network",
+            "memory_mb",
+            "max_output_bytes",
+            "output",
+        ],
         _ => &[],
     }
 }

@@ -55,6 +55,10 @@ pub fn check(def: &Definition, spans: &SpanIndex, out: &mut Vec<Diagnostic>) {
                 }
             }
             StepKind::Agent(a) => json_schema(a.output.as_ref(), &step.field("output"), spans, out),
+            StepKind::Script(s) => {
+                super::scripts::check(def, step, s, spans, out);
+                json_schema(s.output.as_ref(), &step.field("output"), spans, out);
+            }
             StepKind::ExternalEvent(e) => {
                 json_schema(e.schema.as_ref(), &step.field("schema"), spans, out);
                 duration_at(e.buffer.as_deref(), &step.field("buffer"), spans, out);
@@ -423,7 +427,7 @@ fn options(
 }
 
 /// An embedded JSON Schema (input, output, agent output, event payload) must itself be valid.
-fn json_schema(
+pub(super) fn json_schema(
     schema: Option<&Value>,
     pointer: &str,
     spans: &SpanIndex,

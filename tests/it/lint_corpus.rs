@@ -88,6 +88,10 @@ fn broken_corpus_covers_every_code() {
         TestWrongStepType,
         TestUnknownSignal,
         TestImpossibleOutput,
+        ScriptNeedsOne,
+        ScriptNeedsWorkspace,
+        ScriptNotRendered,
+        ScriptsNotAllowed,
     ];
     let dir = Path::new("tests/lint/broken");
     let mut expected = Vec::new();

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use stepwise::diagnostics::{SourceFile, render_human};
-use stepwise::validate::{Lint, lint};
+use stepwise::validate::{Lint, LintOptions, lint_with};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -13,9 +13,18 @@ pub fn lint_path(rel: &Path) -> (SourceFile, Lint) {
     let text = std::fs::read_to_string(repo().join(rel))
         .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
     let file = SourceFile::new(rel.display().to_string().replace('\\', "/"), text);
-    // Test files are linted with the workflow they name, as `stepwise lint` does.
-    let result = stepwise::testing::files::lint_test_file(&file, &repo().join(rel))
-        .unwrap_or_else(|| lint(&file));
+    // Test files are linted with the workflow they name, as `stepwise lint` does. A file
+    // whose second line is `# lint: --deny-scripts` is linted as `stepwise lint` with it.
+    let deny_scripts = file.text.lines().nth(1) == Some("# lint: --deny-scripts");
+    let result =
+        stepwise::testing::files::lint_test_file(&file, &repo().join(rel)).unwrap_or_else(|| {
+            lint_with(
+                &file,
+                &LintOptions {
+                    allow_scripts: !deny_scripts,
+                },
+            )
+        });
     (file, result)
 }
 

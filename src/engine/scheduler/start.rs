@@ -224,6 +224,24 @@ impl Scheduler {
                     Err(e) => self.fail_to_start(run, i, now, StepError::permanent("wait", e)),
                 }
             }
+            StepKind::Script(sc) => {
+                let rendered = render_script(sc, &ctx, step);
+                let (env, stdin) = match rendered {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return self.fail_to_start(
+                            run,
+                            i,
+                            now,
+                            StepError::new("template", e.to_string()),
+                        );
+                    }
+                };
+                self.begin(run, i, Some(stdin.clone()), now);
+                if !self.intercepted(run, i, "script", &stdin) {
+                    self.start_script(run, i, step, sc, env, &stdin);
+                }
+            }
             StepKind::Invalid => self.fail_to_start(
                 run,
                 i,
@@ -231,6 +249,95 @@ impl Scheduler {
                 StepError::permanent("definition", "the step is not valid"),
             ),
         }
+    }
+
+    fn start_script(
+        &mut self,
+        run: &mut Active,
+        i: usize,
+        step: &Step,
+        sc: &crate::definition::ScriptStep,
+        env: Vec<(String, String)>,
+        stdin: &Value,
+    ) {
+        let config = self.engine.config();
+        if !config.scripts.allowed {
+            let e = StepError::permanent(
+                "scripts_not_allowed",
+                format!(
+                    "step `{}` is a script, and this server does not run scripts: start it with --allow-scripts (STEPWISE_ALLOW_SCRIPTS=1)",
+                    step.id
+                ),
+            );
+            return self.fail_attempt(run, i, e);
+        }
+        let Some(root) = config.workspaces.root.clone() else {
+            let e = StepError::permanent(
+                "workspace",
+                "this engine has no workspaces root, so scripts cannot run",
+            );
+            return self.fail_attempt(run, i, e);
+        };
+        let timeout = attempt_timeout(config.default_step_timeout, &step.timeout, None);
+        let argv = match (&sc.run, &sc.command) {
+            (Some(script), _) => vec!["sh".into(), "-e".into(), "-c".into(), script.clone()],
+            (None, Some(argv)) => argv.clone(),
+            (None, None) => Vec::new(),
+        };
+        let scripts = config.scripts.clone();
+        let (run_id, step_id, attempt) =
+            (run.rec.id.clone(), step.id.clone(), run.slots[i].attempt);
+        let stdin = serde_json::to_vec(stdin).unwrap_or_default();
+        let (network, memory_mb, max_output, schema) = (
+            sc.network,
+            sc.memory_mb.unwrap_or(exec::script::DEFAULT_MEMORY_MB),
+            sc.max_output_bytes
+                .unwrap_or(exec::script::DEFAULT_MAX_OUTPUT)
+                .min(exec::script::MAX_OUTPUT_CEILING),
+            sc.output.clone(),
+        );
+        self.spawn(run, i, async move {
+            let root2 = root.clone();
+            let id = run_id.clone();
+            let workspace =
+                tokio::task::spawn_blocking(move || crate::workspace::ensure(&root2, &id))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map_err(|e| {
+                        StepError::new(
+                            "workspace",
+                            format!(
+                                "cannot create the run's workspace in {}: {e}",
+                                root.display()
+                            ),
+                        )
+                    })?;
+            let (_, inner) = scripts.sandbox.launcher(&workspace, network, &[]);
+            let mut vars = env;
+            vars.extend(exec::script::base_env(
+                &inner.display().to_string(),
+                &run_id,
+                &step_id,
+                attempt,
+            ));
+            let mut hidden = scripts.hidden.clone();
+            hidden.push(root);
+            exec::script::run(exec::script::ScriptCall {
+                sandbox: &scripts.sandbox,
+                hidden: &hidden,
+                workspace,
+                argv,
+                env: vars,
+                stdin,
+                network,
+                memory_mb,
+                max_output,
+                timeout,
+                output_schema: schema.as_ref(),
+            })
+            .await
+        });
     }
 
     fn start_action(
@@ -451,6 +558,33 @@ impl Scheduler {
             self.write(Write::put_step(rec));
         }
     }
+}
+
+/// A script's rendered `env` (values as text) and stdin value (`with`, or `{}`).
+fn render_script(
+    sc: &crate::definition::ScriptStep,
+    ctx: &minijinja::Value,
+    step: &Step,
+) -> Result<(Vec<(String, String)>, Value), template::RenderError> {
+    let env = template::render_value(&Value::Object(sc.env.clone()), ctx, &step.field("env"))?;
+    let env = match env {
+        Value::Object(m) => m
+            .into_iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::Null => String::new(),
+                    other => as_text(other),
+                };
+                (k, text)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let stdin = match &sc.with {
+        Some(w) => template::render_value(w, ctx, &step.field("with"))?,
+        None => json!({}),
+    };
+    Ok((env, stdin))
 }
 
 /// A rendered `correlate`: text of 1 to 255 characters (numbers count as their text).
