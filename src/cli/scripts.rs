@@ -11,7 +11,11 @@ use crate::engine::EngineConfig;
 pub struct ScriptArgs {
     /// Run `script` steps. Without it, definitions and runs with script steps are refused
     /// (docs/scripts.md).
-    #[arg(long, env = "STEPWISE_ALLOW_SCRIPTS")]
+    #[arg(
+        long,
+        env = "STEPWISE_ALLOW_SCRIPTS",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub allow_scripts: bool,
     /// How scripts are isolated: `bwrap` (bubblewrap must be installed, or the command
     /// refuses to start) or `none` (unconfined: scripts run with the server's own rights).

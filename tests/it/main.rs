@@ -18,6 +18,7 @@ mod lint_corpus;
 mod mcp;
 mod ops;
 mod replay;
+mod scripts;
 mod serve;
 mod server;
 mod signals;
