@@ -701,3 +701,80 @@ fn allow_scripts_with_bubblewrap_missing_refuses_to_start() {
         "{stderr}"
     );
 }
+
+/// The example's test file with its first case running the scripts for real.
+const LIVE_CASE: &str = r#"workflow: invoice-totals.yaml
+tests:
+  - name: the scripts total the lines
+    input:
+      customerId: cus_42
+      currency: EUR
+      lines: [{sku: A-1, quantity: 2, unitPrice: 10.5}, {sku: B-7, quantity: 1, unitPrice: 99}]
+    live: [save_lines, total]
+    mocks:
+      post_totals: {output: {status: 201, body: {id: tot_1}}}
+    expect:
+      status: COMPLETED
+      output: {customerId: cus_42, total: 120.0, lineCount: 2}
+      steps:
+        total:
+          output: {total: 120.0, currency: EUR, lineCount: 2, biggestSku: B-7}
+"#;
+
+#[test]
+fn stepwise_test_mocks_scripts_and_runs_live_ones_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::util::repo().join("examples/invoice-totals.yaml"),
+        dir.path().join("invoice-totals.yaml"),
+    )
+    .unwrap();
+    let test = |file: &str, text: &str, flags: &[&str]| {
+        std::fs::write(dir.path().join(file), text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepwise"))
+            .arg("test")
+            .arg(dir.path().join(file))
+            .args(flags)
+            .env("NO_COLOR", "1")
+            .env_remove("STEPWISE_ALLOW_SCRIPTS")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // Not mocked and not live: the case fails, naming the step.
+    let unmocked = LIVE_CASE.replace("    live: [save_lines, total]\n", "");
+    let (code, out) = test("unmocked.test.yaml", &unmocked, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("step `save_lines` (script) is not mocked"),
+        "{out}"
+    );
+    // Live, without --allow-scripts: refused, saying how to allow it.
+    let (code, out) = test("live.test.yaml", LIVE_CASE, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("--allow-scripts"), "{out}");
+    let python = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python {
+        eprintln!(
+            "skipped the live half of stepwise_test_mocks_scripts…: python3 is not installed"
+        );
+        return;
+    }
+    let (code, out) = test(
+        "live.test.yaml",
+        LIVE_CASE,
+        &["--allow-scripts", "--script-sandbox", "none"],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+}
