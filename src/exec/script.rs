@@ -130,7 +130,7 @@ pub async fn run(call: ScriptCall<'_>) -> Result<Success, StepError> {
     let mut child = cmd
         .spawn()
         .map_err(|e| StepError::new("script", format!("cannot start {program}: {e}")))?;
-    let pgid = child.id();
+    let mut group = Group(child.id());
     if let Some(mut stdin) = child.stdin.take() {
         let data = call.stdin;
         // A script that does not read its input closes the pipe: that is no error.
@@ -139,7 +139,6 @@ pub async fn run(call: ScriptCall<'_>) -> Result<Success, StepError> {
         });
     }
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        kill_group(pgid);
         return Err(StepError::new(
             "script",
             "the script's output pipes are missing",
@@ -166,7 +165,7 @@ pub async fn run(call: ScriptCall<'_>) -> Result<Success, StepError> {
     };
     // Whatever is left of the group goes: the script on timeout or overflow, the
     // processes it left behind otherwise.
-    kill_group(pgid);
+    group.kill();
     if !matches!(end, End::Exited(_)) {
         let _ = child.wait().await;
     }
@@ -300,15 +299,29 @@ fn check_output(schema: &Value, output: &Value, stdout: &[u8]) -> Result<(), Ste
     }
 }
 
-/// Kill a process group; it may be gone already.
-fn kill_group(pgid: Option<u32>) {
-    let Some(pid) = pgid
-        .and_then(|p| i32::try_from(p).ok())
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return;
-    };
-    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+/// A script's process group, killed when the attempt ends and also when it is abandoned
+/// (the run was cancelled, the engine stopped): dropping the future drops this.
+struct Group(Option<u32>);
+
+impl Group {
+    /// Kill the group once; it may be gone already.
+    fn kill(&mut self) {
+        let Some(pid) = self
+            .0
+            .take()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return;
+        };
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Everything up to `limit` bytes; `Err(())` as soon as there is more.

@@ -292,6 +292,33 @@ async fn a_timeout_kills_every_process_of_a_confined_script() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_run_kills_its_running_script() {
+    let (env, _roots) = env_with(Sandbox::Unconfined).await;
+    let marker = "4242.1703";
+    let def = env
+        .apply(&format!(
+            "id: cancelled\nworkspace: true\nsteps:\n  - id: hang\n    type: script\n    run: |\n      sleep {marker} &\n      sleep {marker}\n"
+        ))
+        .await;
+    let run = env.start(&def, json!({})).await;
+    let started = std::time::Instant::now();
+    while !process_with(&format!("sleep {marker}")) {
+        assert!(started.elapsed() < Duration::from_secs(10), "never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.engine.cancel(DEFAULT_WORKSPACE, &run.id).await.unwrap();
+    assert_eq!(env.finish(&run.id).await.status, RunStatus::Cancelled);
+    let gone = std::time::Instant::now();
+    while process_with(&format!("sleep {marker}")) {
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "the script outlived its cancelled run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn output_and_memory_limits_fail_the_attempt() {
     let (env, _roots) = env_with(Sandbox::Unconfined).await;
     // Each in a workflow of its own: a failed step cancels the rest of its run.
