@@ -137,7 +137,7 @@ fn trigger(headers: &HeaderMap, caller: &Caller) -> Value {
     responses(
         (status = 201, description = "Created", body = Envelope<RunView>),
         (status = 200, description = "The run with this idempotency key", body = Envelope<RunView>),
-        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 400, description = "Invalid request (also: the workflow has script steps and the server was started without --allow-scripts; `details.step` names the first)", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
