@@ -231,6 +231,16 @@ fn process_with(marker: &str) -> bool {
     })
 }
 
+/// Wait until a process of the script marked `marker` runs (`true`) or none does.
+async fn until_running(marker: &str, running: bool, what: &str) {
+    let within = Duration::from_secs(if running { 10 } else { 5 });
+    let started = std::time::Instant::now();
+    while process_with(&format!("sleep {marker}")) != running {
+        assert!(started.elapsed() < within, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn timeout_kills_the_group(sandbox: Sandbox, marker: &str) {
     let (env, _roots) = env_with(sandbox).await;
     let yaml = format!(
@@ -250,11 +260,7 @@ steps:
     );
     let def = env.apply(&yaml).await;
     let run = env.start(&def, json!({})).await;
-    let started = std::time::Instant::now();
-    while !process_with(&format!("sleep {marker}")) {
-        assert!(started.elapsed() < Duration::from_secs(10), "never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_running(marker, true, "the script never started").await;
     let run = env.finish(&run.id).await;
     assert_eq!(run.status, RunStatus::Failed);
     let err = run.error.unwrap();
@@ -268,14 +274,12 @@ steps:
     );
     assert_eq!(err["details"]["stderr"], "started");
     // Every process of the script is gone, the ones it started in the background too.
-    let gone = std::time::Instant::now();
-    while process_with(&format!("sleep {marker}")) {
-        assert!(
-            gone.elapsed() < Duration::from_secs(5),
-            "a process of the script outlived its timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_running(
+        marker,
+        false,
+        "a process of the script outlived its timeout",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,21 +305,10 @@ async fn cancelling_a_run_kills_its_running_script() {
         ))
         .await;
     let run = env.start(&def, json!({})).await;
-    let started = std::time::Instant::now();
-    while !process_with(&format!("sleep {marker}")) {
-        assert!(started.elapsed() < Duration::from_secs(10), "never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_running(marker, true, "the script never started").await;
     env.engine.cancel(DEFAULT_WORKSPACE, &run.id).await.unwrap();
     assert_eq!(env.finish(&run.id).await.status, RunStatus::Cancelled);
-    let gone = std::time::Instant::now();
-    while process_with(&format!("sleep {marker}")) {
-        assert!(
-            gone.elapsed() < Duration::from_secs(5),
-            "the script outlived its cancelled run"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_running(marker, false, "the script outlived its cancelled run").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
