@@ -110,6 +110,9 @@ pub enum Code {
     TestWrongStepType,
     TestUnknownSignal,
     TestImpossibleOutput,
+    UnknownTool,
+    DuplicateTool,
+    ToolCanSuspend,
 }
 
 impl Code {
@@ -153,6 +156,9 @@ impl Code {
             Code::TestWrongStepType => "stepwise::test::wrong_step_type",
             Code::TestUnknownSignal => "stepwise::test::unknown_signal",
             Code::TestImpossibleOutput => "stepwise::test::impossible_output",
+            Code::UnknownTool => "stepwise::agent::unknown_tool",
+            Code::DuplicateTool => "stepwise::agent::duplicate_tool",
+            Code::ToolCanSuspend => "stepwise::agent::tool_can_suspend",
         }
     }
 

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{LintFormat, Outcome, stderr_color};
 use crate::diagnostics::{JsonDiagnostic, SourceFile, render_github, render_human};
-use crate::validate::{Lint, lint};
+use crate::validate::{Catalog, Lint, lint_with};
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
@@ -55,8 +55,51 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<(PathBuf, Strin
     }
 }
 
+/// The workflows agent tools may name: every workflow file in the directories of `files`
+/// (not below them), so a file linted alone still finds the workflows beside it.
+pub fn catalog_for(files: &[PathBuf]) -> Catalog {
+    let mut catalog = Catalog::new("beside this file");
+    let mut dirs: Vec<&Path> = files
+        .iter()
+        .map(|f| f.parent().unwrap_or(Path::new(".")))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            let Ok(doc) = crate::yaml::parse(&SourceFile::new(p.display().to_string(), text))
+            else {
+                continue;
+            };
+            let v = &doc.value;
+            if v.is_object() && !crate::testing::is_test_file(v) && !crate::triggers::is_trigger(v)
+            {
+                catalog.add_file(crate::definition::Definition::from_value(v));
+            }
+        }
+    }
+    catalog
+}
+
 /// Read and lint files on all cores; results keep the input order.
 pub fn lint_files(files: &[PathBuf]) -> Vec<Result<(SourceFile, Lint), (PathBuf, String)>> {
+    let catalog = &catalog_for(files);
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(files.len().max(1));
@@ -72,7 +115,7 @@ pub fn lint_files(files: &[PathBuf]) -> Vec<Result<(SourceFile, Lint), (PathBuf,
                                 .map_err(|e| (p.clone(), e.to_string()))?;
                             let file = SourceFile::new(p.display().to_string(), text);
                             let result = crate::testing::files::lint_test_file(&file, p)
-                                .unwrap_or_else(|| lint(&file));
+                                .unwrap_or_else(|| lint_with(&file, catalog));
                             Ok((file, result))
                         })
                         .collect::<Vec<_>>()

@@ -8,13 +8,17 @@ use super::secrets;
 use crate::compile::Plan;
 use crate::diagnostics::{Diagnostic, SourceFile};
 use crate::exec::agent::LlmConfig;
+use crate::validate::Catalog;
 
 /// Lints and compiles a definition source. The engine is handed one (the default is the
-/// linter in `validate`), so it depends on loaded plans, not on how they are checked.
+/// linter in `validate`), so it depends on loaded plans, not on how they are checked. A
+/// catalog (the workspace's workflows) is given when a definition is applied, so agent
+/// tools are checked against what they name.
 #[derive(Clone)]
 pub struct PlanLoader(pub Arc<LoadFn>);
 
-pub type LoadFn = dyn Fn(&SourceFile) -> Result<Plan, Vec<Diagnostic>> + Send + Sync;
+pub type LoadFn =
+    dyn Fn(&SourceFile, Option<&Catalog>) -> Result<Plan, Vec<Diagnostic>> + Send + Sync;
 
 impl std::fmt::Debug for PlanLoader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -24,7 +28,12 @@ impl std::fmt::Debug for PlanLoader {
 
 impl PlanLoader {
     pub fn load(&self, file: &SourceFile) -> Result<Plan, Vec<Diagnostic>> {
-        (self.0)(file)
+        (self.0)(file, None)
+    }
+
+    /// Load, checking agent tools against `catalog`.
+    pub fn load_with(&self, file: &SourceFile, catalog: &Catalog) -> Result<Plan, Vec<Diagnostic>> {
+        (self.0)(file, Some(catalog))
     }
 }
 

@@ -9,6 +9,7 @@ mod scheduler;
 pub mod secrets;
 mod signals;
 mod state;
+mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -280,10 +281,18 @@ impl Engine {
         source: &str,
     ) -> Result<std::result::Result<(DefinitionRecord, bool), Rejected>> {
         let file = SourceFile::new(name, source);
-        let plan = match self.inner.config.plans.load(&file) {
+        let mut plan = match self.inner.config.plans.load(&file) {
             Ok(p) => p,
             Err(diagnostics) => return Ok(Err(Rejected { file, diagnostics })),
         };
+        if crate::validate::tools::has_tools(&plan.definition) {
+            // Agent tools are checked against the workflows they name, as stored now.
+            let catalog = self.tool_catalog(workspace_id, &plan.definition).await?;
+            plan = match self.inner.config.plans.load_with(&file, &catalog) {
+                Ok(p) => p,
+                Err(diagnostics) => return Ok(Err(Rejected { file, diagnostics })),
+            };
+        }
         let def = &plan.definition;
         let store = self.inner.store.clone();
         let (ws, slug, label, src, now) = (

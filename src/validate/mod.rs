@@ -6,12 +6,15 @@
 pub mod dataflow;
 pub mod schema;
 mod semantic;
+pub mod tools;
 
 use serde_json::Value;
 
 use crate::definition::Definition;
 use crate::diagnostics::{Code, Diagnostic, SourceFile};
 use crate::yaml;
+
+pub use tools::Catalog;
 
 /// The outcome of linting one file.
 #[derive(Debug)]
@@ -33,8 +36,17 @@ impl Lint {
     }
 }
 
-/// Lint one file's text.
+/// Lint one file's text. Agent tools are checked only within the file (see [`lint_with`]).
 pub fn lint(file: &SourceFile) -> Lint {
+    lint_in(file, None)
+}
+
+/// Lint one file's text, resolving agent tools against `catalog`.
+pub fn lint_with(file: &SourceFile, catalog: &Catalog) -> Lint {
+    lint_in(file, Some(catalog))
+}
+
+fn lint_in(file: &SourceFile, catalog: Option<&Catalog>) -> Lint {
     let doc = match yaml::parse(file) {
         Ok(doc) => doc,
         Err(d) => {
@@ -45,16 +57,21 @@ pub fn lint(file: &SourceFile) -> Lint {
             };
         }
     };
-    lint_document(&doc.value, &doc.spans, &file.text)
+    lint_document(&doc.value, &doc.spans, &file.text, catalog)
 }
 
 /// Lint a definition given as JSON (e.g. an API body): spans are empty, messages still name
 /// the field by its path.
 pub fn lint_value(value: &Value) -> Lint {
-    lint_document(value, &yaml::SpanIndex::default(), "")
+    lint_document(value, &yaml::SpanIndex::default(), "", None)
 }
 
-fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
+fn lint_document(
+    value: &Value,
+    spans: &yaml::SpanIndex,
+    text: &str,
+    catalog: Option<&Catalog>,
+) -> Lint {
     if !value.is_object() {
         return Lint {
             diagnostics: vec![
@@ -100,6 +117,7 @@ fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
     let def = Definition::from_value(value);
     semantic::check(&def, spans, &mut diagnostics);
     dataflow::check(&def, spans, text, &mut diagnostics);
+    tools::check(&def, spans, catalog, &mut diagnostics);
     diagnostics.sort_by_key(|d| (d.span.start, d.code.as_str()));
     diagnostics.dedup();
     let has_errors = diagnostics.iter().any(Diagnostic::is_error);
@@ -113,8 +131,8 @@ fn lint_document(value: &Value, spans: &yaml::SpanIndex, text: &str) -> Lint {
 /// The engine's default way to load a definition: lint it, then compile it into a plan.
 impl Default for crate::engine::PlanLoader {
     fn default() -> Self {
-        crate::engine::PlanLoader(std::sync::Arc::new(|file: &SourceFile| {
-            let l = lint(file);
+        crate::engine::PlanLoader(std::sync::Arc::new(|file: &SourceFile, catalog| {
+            let l = lint_in(file, catalog);
             let def = l.definition.ok_or_else(|| l.diagnostics.clone())?;
             crate::compile::compile(def).map_err(|_| l.diagnostics)
         }))

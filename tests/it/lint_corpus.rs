@@ -88,6 +88,9 @@ fn broken_corpus_covers_every_code() {
         TestWrongStepType,
         TestUnknownSignal,
         TestImpossibleOutput,
+        UnknownTool,
+        DuplicateTool,
+        ToolCanSuspend,
     ];
     let dir = Path::new("tests/lint/broken");
     let mut expected = Vec::new();

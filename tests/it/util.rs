@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use stepwise::diagnostics::{SourceFile, render_human};
-use stepwise::validate::{Lint, lint};
+use stepwise::validate::Lint;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -14,8 +14,10 @@ pub fn lint_path(rel: &Path) -> (SourceFile, Lint) {
         .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
     let file = SourceFile::new(rel.display().to_string().replace('\\', "/"), text);
     // Test files are linted with the workflow they name, as `stepwise lint` does.
+    // Agent tools are resolved against the workflows beside the file, as `stepwise lint` does.
+    let catalog = stepwise::cli::lint::catalog_for(&[repo().join(rel)]);
     let result = stepwise::testing::files::lint_test_file(&file, &repo().join(rel))
-        .unwrap_or_else(|| lint(&file));
+        .unwrap_or_else(|| stepwise::validate::lint_with(&file, &catalog));
     (file, result)
 }
 
