@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::secrets;
 use crate::compile::Plan;
 use crate::diagnostics::{Diagnostic, SourceFile};
-use crate::exec::agent::LlmConfig;
+use crate::exec::agent::{LlmConfig, Prices};
 use crate::validate::Catalog;
 
 /// Lints and compiles a definition source. The engine is handed one (the default is the
@@ -45,6 +45,8 @@ pub struct EngineConfig {
     /// Limit of one action or agent attempt when the step sets no `timeout`.
     pub default_step_timeout: Duration,
     pub llm: LlmConfig,
+    /// Model prices (`STEPWISE_PRICES`): what agent steps' `budget` counts.
+    pub prices: Prices,
     /// `secrets.NAME` in templates; from `STEPWISE_SECRET_NAME` variables. They belong to
     /// the default workspace.
     pub secrets: HashMap<String, String>,
@@ -76,6 +78,7 @@ impl Default for EngineConfig {
             max_suspended: Duration::from_secs(30 * 86_400),
             default_step_timeout: Duration::from_secs(300),
             llm: LlmConfig::default(),
+            prices: Prices::default(),
             secrets: HashMap::new(),
             secret_grants: HashMap::new(),
             max_batch: 20_000,
@@ -129,6 +132,11 @@ impl EngineConfig {
                 }),
                 workflow,
             });
+        }
+        if let Ok(v) = std::env::var("STEPWISE_PRICES")
+            && !v.trim().is_empty()
+        {
+            cfg.prices = Prices::parse(&v).map_err(|e| format!("STEPWISE_PRICES: {e}"))?;
         }
         if let Ok(v) = std::env::var("STEPWISE_MAX_SUSPENDED") {
             cfg.max_suspended =

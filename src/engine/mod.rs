@@ -104,7 +104,7 @@ pub(crate) enum Command {
         run_id: String,
         step: usize,
         attempt: i64,
-        result: std::result::Result<crate::exec::Success, crate::exec::StepError>,
+        result: std::result::Result<crate::exec::Produced, crate::exec::StepError>,
     },
     /// A failure alert's delivery attempt finished (answered once its result committed).
     AlertDone {

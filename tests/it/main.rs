@@ -19,6 +19,7 @@ mod lint_corpus;
 mod mcp;
 mod ops;
 mod replay;
+mod scripted_model;
 mod serve;
 mod server;
 mod signals;
