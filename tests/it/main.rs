@@ -1,5 +1,6 @@
 //! The one integration-test binary: modules per area, shared helpers in `util`.
 
+mod agent_crash;
 mod agent_tools;
 mod agents;
 mod api;

@@ -1,14 +1,16 @@
 //! A scripted OpenAI-compatible model on loopback: the n-th assistant turn of a
 //! conversation (counted from the messages it is sent) answers with the n-th scripted
 //! message, so a resumed conversation gets the same answers. It records every request.
+//! `/gate` holds requests until the test opens it (a tool that is mid-flight on demand).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{any, post};
 use serde_json::{Value, json};
 
 #[derive(Clone, Default)]
@@ -17,6 +19,8 @@ struct Shared {
     requests: Arc<Mutex<Vec<Value>>>,
     /// Turns (0-based) that fail once with 503 before they answer.
     fail_once: Arc<Mutex<Vec<usize>>>,
+    gate_open: Arc<AtomicBool>,
+    gate_hits: Arc<AtomicUsize>,
 }
 
 pub struct ScriptedModel {
@@ -49,6 +53,7 @@ impl ScriptedModel {
         };
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/gate", any(gate))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -63,6 +68,10 @@ impl ScriptedModel {
         format!("http://{}/v1", self.addr)
     }
 
+    pub fn gate_url(&self) -> String {
+        format!("http://{}/gate", self.addr)
+    }
+
     /// Every chat request body, in order.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.requests.lock().unwrap().clone()
@@ -70,6 +79,14 @@ impl ScriptedModel {
 
     pub fn fail_once_at(&self, turn: usize) {
         self.shared.fail_once.lock().unwrap().push(turn);
+    }
+
+    pub fn open_gate(&self) {
+        self.shared.gate_open.store(true, Ordering::SeqCst);
+    }
+
+    pub fn gate_hits(&self) -> usize {
+        self.shared.gate_hits.load(Ordering::SeqCst)
     }
 }
 
@@ -114,4 +131,12 @@ async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> (StatusCode, 
             "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
         })),
     )
+}
+
+async fn gate(State(s): State<Shared>) -> Json<Value> {
+    s.gate_hits.fetch_add(1, Ordering::SeqCst);
+    while !s.gate_open.load(Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Json(json!({"refundId": "re_1", "status": "refunded"}))
 }
