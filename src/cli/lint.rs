@@ -55,9 +55,9 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<(PathBuf, Strin
     }
 }
 
-/// `files` in an order that applies the workflows an agent calls as tools (or starts with
-/// `workflow` steps) before it: applying checks tools against what is stored. Otherwise
-/// name order; a cycle keeps name order from where it starts.
+/// `files` in the order to apply them: the workflows an agent calls as tools (or starts
+/// with `workflow` steps) first, since applying checks an agent's tools against what is
+/// stored; otherwise name order.
 pub fn tools_first(files: Vec<PathBuf>) -> Vec<PathBuf> {
     let read = |p: &PathBuf| -> Option<crate::definition::Definition> {
         let text = std::fs::read_to_string(p).ok()?;
@@ -66,37 +66,17 @@ pub fn tools_first(files: Vec<PathBuf>) -> Vec<PathBuf> {
             .is_object()
             .then(|| crate::definition::Definition::from_value(&doc.value))
     };
-    let mut left: Vec<(PathBuf, String, Vec<String>)> = files
+    let read: Vec<(PathBuf, Option<crate::definition::Definition>)> = files
         .into_iter()
         .map(|p| {
-            let def = read(&p);
-            let id = def.as_ref().map(|d| d.id.clone()).unwrap_or_default();
-            let needs = def
-                .as_ref()
-                .map(|d| {
-                    crate::validate::tools::started_by(d)
-                        .into_iter()
-                        .map(|(_, id, _)| id)
-                        .collect()
-                })
-                .unwrap_or_default();
-            (p, id, needs)
+            let d = read(&p);
+            (p, d)
         })
         .collect();
-    let mut out = Vec::with_capacity(left.len());
-    while !left.is_empty() {
-        let waiting = |needs: &[String], own: &str| {
-            needs
-                .iter()
-                .any(|n| n != own && left.iter().any(|(_, id, _)| id == n))
-        };
-        let next = left
-            .iter()
-            .position(|(_, id, needs)| !waiting(needs, id))
-            .unwrap_or(0);
-        out.push(left.remove(next).0);
-    }
-    out
+    crate::validate::tools::dependency_order(read, |(_, d)| d.as_ref())
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// The workflows agent tools may name: every workflow file in the directories of `files`

@@ -42,6 +42,13 @@ pub struct CreateRun {
     pub trigger: Value,
 }
 
+/// A new definition version was stored (MCP clients hear that their tool list changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionChange {
+    pub workspace_id: String,
+    pub slug: String,
+}
+
 /// What resumes a suspended run.
 #[derive(Debug, Clone)]
 pub enum Resume {
@@ -139,6 +146,7 @@ struct Inner {
     cache: compiled::Cache,
     tx: mpsc::UnboundedSender<Command>,
     updates: broadcast::Sender<Update>,
+    definitions: broadcast::Sender<DefinitionChange>,
     config: EngineConfig,
     secrets: Arc<secrets::Secrets>,
     /// Why the store refuses commits, while it does.
@@ -190,6 +198,7 @@ impl Engine {
         update_capacity: usize,
     ) -> Engine {
         let (updates, _) = broadcast::channel(update_capacity);
+        let (definitions, _) = broadcast::channel(64);
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -197,6 +206,7 @@ impl Engine {
                 cache: compiled::Cache::default(),
                 tx,
                 updates,
+                definitions,
                 secrets: Arc::new(secrets::Secrets::new(
                     &config.secrets,
                     &config.secret_grants,
@@ -272,6 +282,11 @@ impl Engine {
         self.inner.updates.subscribe()
     }
 
+    /// New definition versions, as they are stored.
+    pub fn subscribe_definitions(&self) -> broadcast::Receiver<DefinitionChange> {
+        self.inner.definitions.subscribe()
+    }
+
     /// Lint and store a definition; the same text again returns the stored version
     /// (`false`: nothing was created).
     pub async fn apply_definition(
@@ -308,6 +323,12 @@ impl Engine {
         let compiled = self.cached(rec.clone(), || Ok(plan))?;
         self.inner.cache.set_latest(compiled);
         self.inner.buffers.forget(workspace_id);
+        if created {
+            let _ = self.inner.definitions.send(DefinitionChange {
+                workspace_id: workspace_id.to_string(),
+                slug: rec.slug.clone(),
+            });
+        }
         Ok(Ok((rec, created)))
     }
 

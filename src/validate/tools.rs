@@ -144,6 +144,37 @@ pub fn started_by(def: &Definition) -> Vec<(&str, String, Option<u32>)> {
     out
 }
 
+/// `items` ordered so that the workflows each one starts (tools, `workflow` steps) come
+/// before it when they are among `items`: the order to apply them in, since applying
+/// checks an agent's tools against what is stored. Otherwise the given order; in a cycle,
+/// the given order from where it starts.
+pub fn dependency_order<T>(items: Vec<T>, def: impl Fn(&T) -> Option<&Definition>) -> Vec<T> {
+    let mut left: Vec<(T, String, Vec<String>)> = items
+        .into_iter()
+        .map(|item| {
+            let (id, needs) = def(&item).map_or_else(Default::default, |d| {
+                let needs = started_by(d).into_iter().map(|(_, id, _)| id).collect();
+                (d.id.clone(), needs)
+            });
+            (item, id, needs)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let waits = |needs: &[String], own: &str| {
+            needs
+                .iter()
+                .any(|n| n != own && left.iter().any(|(_, id, _)| id == n))
+        };
+        let next = left
+            .iter()
+            .position(|(_, id, needs)| !waits(needs, id))
+            .unwrap_or(0);
+        out.push(left.remove(next).0);
+    }
+    out
+}
+
 /// Check every agent step's `tools`. `catalog: None` checks only what the file shows.
 pub fn check(
     def: &Definition,

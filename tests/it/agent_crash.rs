@@ -2,28 +2,16 @@
 //! from its last recorded turn. The scripted model does not see a completed call again, and
 //! no tool run starts twice.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use stepwise::model::RunStatus;
 use stepwise::store::{SqliteStore, Store, Synchronous};
 
+use crate::agent_tools::LOOKUP;
 use crate::scripted_model::{ScriptedModel, answer, calls, turn_of};
-
-const LOOKUP: &str = r#"id: lookup-order
-description: Look an order up by its id.
-input:
-  type: object
-  required: [orderId]
-  properties:
-    orderId: {type: string}
-steps:
-  - id: find
-    type: action
-    uses: transform
-    with: {value: {orderId: "{{ input.orderId }}", status: delivered, total: 40}}
-"#;
+use crate::serve::{Server, serve_env};
+use crate::util::json_of;
 
 /// The refund calls a payment API that the test holds open until it has killed the server.
 const REFUND: &str = r#"id: refund-order
@@ -53,37 +41,22 @@ steps:
     tools: [lookup-order, refund-order]
 "#;
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-fn serve(dir: &std::path::Path, addr: &str, model: &ScriptedModel) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stepwise"));
-    cmd.args(["serve", "--insecure-no-auth", "--addr", addr, "--db"])
-        .arg(dir.join("server.db"))
-        .arg("--definitions")
-        .arg(dir.join("defs"))
-        .env("STEPWISE_LLM_BASE_URL", model.base_url())
-        .env("STEPWISE_LLM_MODEL", "scripted")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, _) in std::env::vars() {
-        let upper = k.to_ascii_uppercase();
-        if upper.starts_with("STEPWISE_SECRET_") || upper.ends_with("_PROXY") {
-            cmd.env_remove(&k);
-        }
-    }
-    let child = cmd.spawn().unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+/// The real server on the test's database, its model the scripted one.
+fn serve(dir: &std::path::Path, model: &ScriptedModel) -> Server {
+    let defs = dir.join("defs");
+    let base = model.base_url();
+    serve_env(
+        dir,
+        &[
+            "--insecure-no-auth",
+            "--definitions",
+            defs.to_str().unwrap(),
+        ],
+        &[
+            ("STEPWISE_LLM_BASE_URL", base.as_str()),
+            ("STEPWISE_LLM_MODEL", "scripted"),
+        ],
+    )
 }
 
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
@@ -116,19 +89,14 @@ async fn an_agent_loop_resumes_after_kill_9_without_resending_completed_calls() 
     .unwrap();
     // Named to load first: the folder is applied tools first all the same.
     std::fs::write(defs.join("a-support.yaml"), SUPPORT).unwrap();
-    let addr = free_addr();
-    let mut server = serve(dir.path(), &addr, &model);
+    let mut server = serve(dir.path(), &model);
     let http =
         stepwise::http_client::build(&stepwise::http_client::ClientOptions::default()).unwrap();
-    let created: Value = http
-        .post(format!("http://{addr}/v1/workflow-runs"))
-        .json(&json!({"definitionId": "support", "input": {}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = json_of(
+        http.post(format!("{}/v1/workflow-runs", server.url))
+            .json(&json!({"definitionId": "support", "input": {}})),
+    )
+    .await;
     let run_id = created["data"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{created}"))
@@ -136,14 +104,14 @@ async fn an_agent_loop_resumes_after_kill_9_without_resending_completed_calls() 
 
     // The refund's payment call is in flight: two turns are recorded, a tool run is open.
     until("the refund's payment call", || model.gate_hits() == 1).await;
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
     let before: Vec<usize> = model.requests().iter().map(turn_of).collect();
     assert_eq!(before, [0, 1]);
 
-    let mut server = serve(dir.path(), &addr, &model);
+    let mut server = serve(dir.path(), &model);
     model.open_gate();
-    let url = format!("http://{addr}/v1/workflow-runs/{run_id}");
+    let url = format!("{}/v1/workflow-runs/{run_id}", server.url);
     let mut status = String::new();
     let started = Instant::now();
     while status != "COMPLETED" {
@@ -151,13 +119,13 @@ async fn an_agent_loop_resumes_after_kill_9_without_resending_completed_calls() 
             started.elapsed() < Duration::from_secs(30),
             "run did not finish: {status}"
         );
-        let r: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        let r = json_of(http.get(&url)).await;
         status = r["data"]["status"].as_str().unwrap_or_default().to_string();
         assert_ne!(status, "FAILED", "{r}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 
     let turns: Vec<usize> = model.requests().iter().map(turn_of).collect();
     assert_eq!(turns, [0, 1, 2], "no completed model call is sent again");

@@ -11,7 +11,7 @@ use crate::engine::Env;
 use crate::scripted_model::{ScriptedModel, answer, calls, turn_of};
 use crate::server::TestServer;
 
-const LOOKUP: &str = r#"
+pub const LOOKUP: &str = r#"
 id: lookup-order
 description: Look an order up by its id.
 input:

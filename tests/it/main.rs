@@ -1,6 +1,7 @@
 //! The one integration-test binary: modules per area, shared helpers in `util`.
 
 mod agent_crash;
+mod agent_example;
 mod agent_tools;
 mod agents;
 mod api;

@@ -1,17 +1,23 @@
 //! A scripted OpenAI-compatible model on loopback: the n-th assistant turn of a
 //! conversation (counted from the messages it is sent) answers with the n-th scripted
 //! message, so a resumed conversation gets the same answers. It records every request.
-//! `/gate` holds requests until the test opens it (a tool that is mid-flight on demand).
+//! `/gate` holds requests until the test opens it (a tool that is mid-flight on demand);
+//! `/api/orders/{id}` and `/api/refunds` stand in for the shop API of the support example.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
+use axum::extract::Path;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 use serde_json::{Value, json};
+
+/// A refund the shop received: its Idempotency-Key and body.
+pub type Refund = (Option<String>, Value);
 
 #[derive(Clone, Default)]
 struct Shared {
@@ -21,6 +27,8 @@ struct Shared {
     fail_once: Arc<Mutex<Vec<usize>>>,
     gate_open: Arc<AtomicBool>,
     gate_hits: Arc<AtomicUsize>,
+    /// Bodies posted to `/api/refunds`, with their Idempotency-Key.
+    refunds: Arc<Mutex<Vec<Refund>>>,
 }
 
 pub struct ScriptedModel {
@@ -54,6 +62,8 @@ impl ScriptedModel {
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/gate", any(gate))
+            .route("/api/orders/{id}", get(order))
+            .route("/api/refunds", post(refund))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -87,6 +97,10 @@ impl ScriptedModel {
 
     pub fn gate_hits(&self) -> usize {
         self.shared.gate_hits.load(Ordering::SeqCst)
+    }
+
+    pub fn refunds(&self) -> Vec<Refund> {
+        self.shared.refunds.lock().unwrap().clone()
     }
 }
 
@@ -139,4 +153,24 @@ async fn gate(State(s): State<Shared>) -> Json<Value> {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     Json(json!({"refundId": "re_1", "status": "refunded"}))
+}
+
+async fn order(Path(id): Path<String>) -> Json<Value> {
+    Json(json!({"id": id, "status": "delivered", "total": 40}))
+}
+
+async fn refund(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    s.refunds.lock().unwrap().push((key, body));
+    (
+        StatusCode::CREATED,
+        Json(json!({"id": "re_1", "status": "succeeded"})),
+    )
 }
