@@ -304,7 +304,7 @@ impl Scheduler {
         if let Some(c) = &call.child_run_id {
             data["childRunId"] = json!(c);
         }
-        call.result = Some(result);
+        call.result = Some(result.bounded());
         let step_id = run.def.plan.definition.steps[i].id.clone();
         self.event(&run.rec.id, EventKind::AgentTool, Some(&step_id), data);
     }

@@ -13,6 +13,7 @@ use crate::exec::StepError;
 
 /// A tool result longer than this reaches the model cut, with a note.
 pub const MAX_TOOL_RESULT_CHARS: usize = 32 * 1024;
+const CUT_NOTE: &str = "… (cut at 32768 characters)";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -103,6 +104,24 @@ impl ToolResult {
         }
     }
 
+    /// The result as it is kept: one whose text is over [`MAX_TOOL_RESULT_CHARS`] keeps
+    /// only the cut text the model reads (the whole output stays on the child run), so
+    /// the transcript stays small and a resumed loop sends the same message.
+    pub fn bounded(self) -> ToolResult {
+        let text = self.text();
+        if text.ends_with(CUT_NOTE) {
+            return match self {
+                ToolResult::Completed { .. } => ToolResult::Completed {
+                    output: Value::String(text),
+                },
+                ToolResult::Failed { .. } => ToolResult::Failed {
+                    error: Value::String(text),
+                },
+            };
+        }
+        self
+    }
+
     pub fn status(&self) -> &'static str {
         match self {
             ToolResult::Completed { .. } => "completed",
@@ -117,13 +136,13 @@ impl ToolResult {
                 output: Value::String(s),
             } => s.clone(),
             ToolResult::Completed { output } => output.to_string(),
+            ToolResult::Failed {
+                error: Value::String(s),
+            } if s.ends_with(CUT_NOTE) => s.clone(),
             ToolResult::Failed { error } => json!({"error": error}).to_string(),
         };
         match text.char_indices().nth(MAX_TOOL_RESULT_CHARS) {
-            Some((cut, _)) => format!(
-                "{}… (cut at {MAX_TOOL_RESULT_CHARS} characters)",
-                &text[..cut]
-            ),
+            Some((cut, _)) => format!("{}{CUT_NOTE}", &text[..cut]),
             None => text,
         }
     }
@@ -541,6 +560,27 @@ mod tests {
         assert_eq!(t.usage_of_attempt(3), None);
         let back = Transcript::from_meta(Some(&t.to_meta())).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn long_results_are_kept_as_the_cut_text_the_model_reads() {
+        let long = ToolResult::Completed {
+            output: json!({"blob": "x".repeat(40_000)}),
+        };
+        assert!(CUT_NOTE.contains(&MAX_TOOL_RESULT_CHARS.to_string()));
+        let text = long.text();
+        assert_eq!(
+            text.chars().count(),
+            MAX_TOOL_RESULT_CHARS + CUT_NOTE.chars().count()
+        );
+        let kept = long.bounded();
+        assert_eq!(kept.text(), text, "a resumed loop sends the same message");
+        let failed = ToolResult::Failed {
+            error: json!({"message": "y".repeat(40_000)}),
+        };
+        assert_eq!(failed.clone().bounded().text(), failed.text());
+        let short = ToolResult::failed("k", "m");
+        assert_eq!(short.clone().bounded(), short);
     }
 
     #[test]
