@@ -412,3 +412,79 @@ async fn a_retried_attempt_resumes_the_loop_without_repeating_calls_or_tools() {
     assert_eq!(steps[0].usage.as_ref().unwrap()["calls"], 1);
     assert_eq!(steps[1].usage.as_ref().unwrap()["calls"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_commits_neither_resend_model_calls_nor_rerun_tools() {
+    use std::sync::Arc;
+
+    use stepwise::clock::SystemClock;
+    use stepwise::engine::{CreateRun, Engine, EngineError};
+    use stepwise::store::{SqliteStore, Synchronous};
+
+    use crate::faults::store::FaultStore;
+
+    let model = ScriptedModel::start(vec![
+        calls(&[("lookup-order", json!({"orderId": "A1"}))]),
+        answer(r#"{"refunded": false, "reply": "Delivered."}"#),
+    ])
+    .await;
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(&dir.path().join("s.db"), Synchronous::Normal).unwrap();
+    let fault = Arc::new(FaultStore::new(Arc::new(inner)));
+    let mut cfg = crate::engine::config(&server);
+    cfg.llm.base_url = Some(model.base_url());
+    cfg.commit_retry_first = std::time::Duration::from_millis(10);
+    cfg.commit_retry_max = std::time::Duration::from_millis(50);
+    let engine = Engine::start(fault.clone(), Arc::new(SystemClock), cfg).unwrap();
+    for yaml in [LOOKUP, REFUND, SUPPORT] {
+        engine
+            .apply_definition(DEFAULT_WORKSPACE, "wf.yaml", yaml)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut runs = Vec::new();
+    for seed in 0..6u64 {
+        fault.fail_randomly(0.4, 30, seed);
+        let message = format!("case {seed}");
+        let run = loop {
+            let req = CreateRun {
+                workspace_id: DEFAULT_WORKSPACE.into(),
+                definition: "support".into(),
+                input: json!({"message": message}),
+                idempotency_key: Some(format!("case-{seed}")),
+                trigger: json!({"kind": "api"}),
+            };
+            match engine.create_run(req).await {
+                Ok((run, _)) => break run,
+                Err(EngineError::Unavailable(_)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let done = engine
+            .wait_for(
+                DEFAULT_WORKSPACE,
+                &run.id,
+                std::time::Duration::from_secs(20),
+                RunStatus::is_terminal,
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.status, RunStatus::Completed, "{done:?}");
+        runs.push((message, run.id));
+    }
+    assert!(fault.failed_commits() > 0, "no commit failed");
+    let requests = model.requests();
+    for (message, id) in runs {
+        let turns: Vec<usize> = requests
+            .iter()
+            .filter(|r| r["messages"].to_string().contains(&message))
+            .map(turn_of)
+            .collect();
+        assert_eq!(turns, [0, 1], "{message}: each call is sent once");
+        assert_eq!(engine.store().child_runs(&id).unwrap().len(), 1);
+    }
+}
