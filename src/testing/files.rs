@@ -148,7 +148,7 @@ fn read_workflow_as(path: &Path, shown: &str) -> Result<Workflow, String> {
 
 /// The workflows `workflow` steps and agent tools start, looked up by id beside `root`
 /// (recursively).
-fn children_of(root: &Workflow) -> Vec<Workflow> {
+pub fn children_of(root: &Workflow) -> Vec<Workflow> {
     let dir = root.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut found: Vec<Workflow> = Vec::new();
     let mut queue = child_ids(&root.definition);

@@ -139,3 +139,40 @@ async fn the_support_agent_calls_both_tools_as_child_runs() {
         assert!(page.contains(&child.id), "{} is not on the trace", child.id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stepwise_run_stores_the_tools_beside_an_agent_workflow() {
+    // The model answers at once: no tool runs (they would call the shop's real address).
+    let model = ScriptedModel::start(vec![answer(
+        r#"{"reply": "Which order do you mean?", "refunded": false}"#,
+    )])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.db");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepwise"))
+        .args(["run", "examples/support-agent.yaml", "--db"])
+        .arg(&db)
+        .args([
+            "--input",
+            r#"{"customerEmail": "ada@example.com", "message": "Refund please"}"#,
+        ])
+        .current_dir(repo())
+        .env("STEPWISE_LLM_BASE_URL", model.base_url())
+        .env("STEPWISE_LLM_MODEL", "scripted")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("stored examples/lookup-order.yaml"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("stored examples/refund-order.yaml"),
+        "{stderr}"
+    );
+    let tools = model.requests()[0]["tools"].as_array().unwrap().len();
+    assert_eq!(tools, 2);
+}
