@@ -147,8 +147,69 @@ pub struct AgentStep {
     pub system: Option<String>,
     pub model: Option<String>,
     pub temperature: Option<f64>,
+    /// The most completion tokens over all the step's model calls.
     pub max_tokens: Option<u32>,
     pub output: Option<Value>,
+    /// What the model may call; each call is a child run (docs/agents.md).
+    #[serde(default)]
+    pub tools: Vec<AgentTool>,
+    /// The most model calls before a final answer (default [`DEFAULT_MAX_TURNS`]).
+    pub max_turns: Option<u32>,
+    /// The most the model calls may cost, in USD at the configured prices.
+    pub budget: Option<f64>,
+}
+
+/// Model calls an agent step may make when it sets no `max_turns`.
+pub const DEFAULT_MAX_TURNS: u32 = 10;
+
+/// One entry of an agent step's `tools`. Workflows are the only kind today; other kinds
+/// (a run workspace's files) join this enum, and the lint and the scheduler's one dispatch
+/// point (`engine::scheduler::agent`) match on it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "ToolEntry")]
+pub enum AgentTool {
+    Workflow(WorkflowTool),
+}
+
+/// A workflow the model may call: it runs as a child run, inline (it may not suspend).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WorkflowTool {
+    /// The definitionId; also the tool's name for the model.
+    pub workflow: String,
+    /// A stored version number; `None`: the latest when the step starts.
+    pub version: Option<u32>,
+    /// What the model reads; default: the workflow's `description`.
+    pub description: Option<String>,
+}
+
+/// How a tool is written: `refund-order`, or `{workflow: refund-order, version: 2}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ToolEntry {
+    Id(String),
+    Workflow(WorkflowTool),
+}
+
+impl From<ToolEntry> for AgentTool {
+    fn from(e: ToolEntry) -> Self {
+        match e {
+            ToolEntry::Id(workflow) => AgentTool::Workflow(WorkflowTool {
+                workflow,
+                version: None,
+                description: None,
+            }),
+            ToolEntry::Workflow(w) => AgentTool::Workflow(w),
+        }
+    }
+}
+
+impl AgentTool {
+    /// The name the model calls it by.
+    pub fn name(&self) -> &str {
+        match self {
+            AgentTool::Workflow(w) => &w.workflow,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

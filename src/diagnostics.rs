@@ -114,6 +114,9 @@ pub enum Code {
     ScriptNeedsWorkspace,
     ScriptNotRendered,
     ScriptsNotAllowed,
+    UnknownTool,
+    DuplicateTool,
+    ToolCanSuspend,
 }
 
 impl Code {
@@ -161,6 +164,9 @@ impl Code {
             Code::ScriptNeedsWorkspace => "stepwise::script::needs_workspace",
             Code::ScriptNotRendered => "stepwise::script::not_rendered",
             Code::ScriptsNotAllowed => "stepwise::script::not_allowed",
+            Code::UnknownTool => "stepwise::agent::unknown_tool",
+            Code::DuplicateTool => "stepwise::agent::duplicate_tool",
+            Code::ToolCanSuspend => "stepwise::agent::tool_can_suspend",
         }
     }
 

@@ -240,6 +240,10 @@ pub enum EventKind {
     HookResumed,
     TimerFired,
     ChildStarted,
+    /// An agent step's model call came back (a turn of its loop).
+    AgentTurn,
+    /// A tool an agent called has its result.
+    AgentTool,
     Log,
     /// A failure alert was created with the run's failure.
     AlertQueued,
@@ -269,6 +273,8 @@ text_enum!(EventKind {
     HookResumed => "hook.resumed",
     TimerFired => "timer.fired",
     ChildStarted => "child.started",
+    AgentTurn => "agent.turn",
+    AgentTool => "agent.tool",
     Log => "log",
     AlertQueued => "alert.queued",
     AlertDelivered => "alert.delivered",

@@ -451,7 +451,8 @@ pub fn usage_view(steps: &[StepRecord], prices: &Value) -> Usage {
         e.completion_tokens += count(u, "completionTokens");
         e.total_tokens += count(u, "totalTokens");
         e.duration_ms += count(u, "durationMs");
-        e.calls += 1;
+        // An agent step's record sums the model calls of its attempt.
+        e.calls += u["calls"].as_u64().unwrap_or(1);
         if let Some(p) = prices.get(&model) {
             cost += price(
                 p,

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{LintFormat, Outcome, stderr_color};
 use crate::diagnostics::{JsonDiagnostic, SourceFile, render_github, render_human};
-use crate::validate::{Lint, LintOptions, lint_with};
+use crate::validate::{Catalog, Lint, LintOptions, lint_with};
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
@@ -59,16 +59,87 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<(PathBuf, Strin
     }
 }
 
-/// Read and lint files on all cores; results keep the input order.
-pub fn lint_files(files: &[PathBuf]) -> Vec<Result<(SourceFile, Lint), (PathBuf, String)>> {
-    lint_files_with(files, &LintOptions::default())
+/// `files` in the order to apply them: the workflows an agent calls as tools (or starts
+/// with `workflow` steps) first, since applying checks an agent's tools against what is
+/// stored; otherwise name order.
+pub fn tools_first(files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let read = |p: &PathBuf| -> Option<crate::definition::Definition> {
+        let text = std::fs::read_to_string(p).ok()?;
+        let doc = crate::yaml::parse(&SourceFile::new(p.display().to_string(), text)).ok()?;
+        doc.value
+            .is_object()
+            .then(|| crate::definition::Definition::from_value(&doc.value))
+    };
+    let read: Vec<(PathBuf, Option<crate::definition::Definition>)> = files
+        .into_iter()
+        .map(|p| {
+            let d = read(&p);
+            (p, d)
+        })
+        .collect();
+    crate::validate::tools::dependency_order(read, |(_, d)| d.as_ref())
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
 }
 
-/// [`lint_files`] for a place that runs workflows as `options` say.
+/// The workflows agent tools may name: every workflow file in the directories of `files`
+/// (not below them), so a file linted alone still finds the workflows beside it.
+pub fn catalog_for(files: &[PathBuf]) -> Catalog {
+    let mut catalog = Catalog::new("beside this file");
+    let mut dirs: Vec<&Path> = files
+        .iter()
+        .map(|f| f.parent().unwrap_or(Path::new(".")))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            let Ok(doc) = crate::yaml::parse(&SourceFile::new(p.display().to_string(), text))
+            else {
+                continue;
+            };
+            let v = &doc.value;
+            if v.is_object() && !crate::testing::is_test_file(v) && !crate::triggers::is_trigger(v)
+            {
+                catalog.add_file(crate::definition::Definition::from_value(v));
+            }
+        }
+    }
+    catalog
+}
+
+/// Read and lint files on all cores; results keep the input order.
+pub fn lint_files(files: &[PathBuf]) -> Vec<Result<(SourceFile, Lint), (PathBuf, String)>> {
+    lint_files_with(files, true)
+}
+
+/// [`lint_files`] for a place that runs scripts only if `allow_scripts`.
 pub fn lint_files_with(
     files: &[PathBuf],
-    options: &LintOptions,
+    allow_scripts: bool,
 ) -> Vec<Result<(SourceFile, Lint), (PathBuf, String)>> {
+    let catalog = catalog_for(files);
+    let options = &LintOptions {
+        allow_scripts,
+        catalog: Some(&catalog),
+    };
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(files.len().max(1));
@@ -101,10 +172,7 @@ pub fn lint_files_with(
 pub fn run(args: &LintArgs) -> Outcome {
     let (files, mut problems) = collect_files(&args.paths);
     let mut linted = Vec::new();
-    let options = LintOptions {
-        allow_scripts: !args.deny_scripts,
-    };
-    for r in lint_files_with(&files, &options) {
+    for r in lint_files_with(&files, !args.deny_scripts) {
         match r {
             Ok(x) => linted.push(x),
             Err(p) => problems.push(p),

@@ -57,6 +57,44 @@ pub fn read_json_arg(text: &str, what: &str) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{what} is not valid JSON: {e}"))
 }
 
+/// A workflow file whose agents call tools: store the workflows it starts that lie beside
+/// it first (as `stepwise test` does), since storing it checks its tools against them.
+/// `false` when one of them is refused (its diagnostics are printed).
+async fn apply_tools_beside(engine: &Engine, path: &str) -> bool {
+    let Ok(root) = crate::testing::files::read_workflow(std::path::Path::new(path)) else {
+        // Applying the file itself reports what is wrong with it.
+        return true;
+    };
+    if !crate::validate::tools::has_tools(&root.definition) {
+        return true;
+    }
+    let children = crate::testing::files::children_of(&root);
+    for w in crate::validate::tools::dependency_order(children, |w| Some(&w.definition)) {
+        let name = w.path.display().to_string();
+        match engine
+            .apply_definition(DEFAULT_WORKSPACE, &name, &w.source)
+            .await
+        {
+            Ok(Ok((rec, true))) => {
+                eprintln!("stored {name} ({} version {})", rec.slug, rec.version)
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(rejected)) => {
+                let color = super::stderr_color();
+                for d in &rejected.diagnostics {
+                    eprint!("{}", render_human(&rejected.file, d, color, 100));
+                }
+                return false;
+            }
+            Err(e) => {
+                eprintln!("error: cannot store {name}: {e}");
+                return false;
+            }
+        }
+    }
+    true
+}
+
 pub fn run(args: &RunArgs) -> Outcome {
     let input = match read_json_arg(&args.input, "--input") {
         Ok(v) => v,
@@ -84,6 +122,9 @@ async fn run_on(engine: &Engine, args: &RunArgs, input: Value) -> Outcome {
                 return Outcome::CouldNotRun;
             }
         };
+        if !apply_tools_beside(engine, &args.workflow).await {
+            return Outcome::Failed;
+        }
         match engine
             .apply_definition(DEFAULT_WORKSPACE, &args.workflow, &source)
             .await

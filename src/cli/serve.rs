@@ -195,7 +195,7 @@ async fn load_definitions(
     for (p, e) in problems {
         eprintln!("error: cannot read {}: {e}", p.display());
     }
-    for path in files {
+    for path in super::lint::tools_first(files) {
         let version = std::fs::metadata(&path)
             .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
             .unwrap_or((SystemTime::UNIX_EPOCH, 0));

@@ -7,15 +7,20 @@ use std::time::Duration;
 use super::secrets;
 use crate::compile::Plan;
 use crate::diagnostics::{Diagnostic, SourceFile};
-use crate::exec::agent::LlmConfig;
+use crate::exec::agent::{LlmConfig, Prices};
+use crate::validate::LintOptions;
 
 /// Lints and compiles a definition source. The engine is handed one (the default is the
-/// linter in `validate`), so it depends on loaded plans, not on how they are checked.
+/// linter in `validate`), so it depends on loaded plans, not on how they are checked. A
+/// catalog (the workspace's workflows) is given when a definition is applied, so agent
+/// tools are checked against what they name.
 #[derive(Clone)]
 pub struct PlanLoader(pub Arc<LoadFn>);
 
-/// The flag says whether `script` steps are allowed (when not, each is a diagnostic).
-pub type LoadFn = dyn Fn(&SourceFile, bool) -> Result<Plan, Vec<Diagnostic>> + Send + Sync;
+/// `LintOptions` say whether `script` steps are allowed (when not, each is a diagnostic) and
+/// which workflows agent tools may name.
+pub type LoadFn =
+    dyn Fn(&SourceFile, &LintOptions<'_>) -> Result<Plan, Vec<Diagnostic>> + Send + Sync;
 
 impl std::fmt::Debug for PlanLoader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,16 +32,17 @@ impl PlanLoader {
     /// Load a stored version: scripts are allowed here (whether they may run is decided
     /// when a run is created), so a version applied once always loads again.
     pub fn load(&self, file: &SourceFile) -> Result<Plan, Vec<Diagnostic>> {
-        (self.0)(file, true)
+        (self.0)(file, &LintOptions::default())
     }
 
-    /// Load a definition being applied, refusing script steps unless `allow_scripts`.
-    pub fn load_for_apply(
+    /// Load a definition being applied: scripts refused unless `options.allow_scripts`,
+    /// agent tools checked against `options.catalog`.
+    pub fn load_with(
         &self,
         file: &SourceFile,
-        allow_scripts: bool,
+        options: &LintOptions<'_>,
     ) -> Result<Plan, Vec<Diagnostic>> {
-        (self.0)(file, allow_scripts)
+        (self.0)(file, options)
     }
 }
 
@@ -48,6 +54,8 @@ pub struct EngineConfig {
     /// Limit of one action or agent attempt when the step sets no `timeout`.
     pub default_step_timeout: Duration,
     pub llm: LlmConfig,
+    /// Model prices (`STEPWISE_PRICES`): what agent steps' `budget` counts.
+    pub prices: Prices,
     /// `secrets.NAME` in templates; from `STEPWISE_SECRET_NAME` variables. They belong to
     /// the default workspace.
     pub secrets: HashMap<String, String>,
@@ -83,6 +91,7 @@ impl Default for EngineConfig {
             max_suspended: Duration::from_secs(30 * 86_400),
             default_step_timeout: Duration::from_secs(300),
             llm: LlmConfig::default(),
+            prices: Prices::default(),
             secrets: HashMap::new(),
             secret_grants: HashMap::new(),
             max_batch: 20_000,
@@ -150,6 +159,11 @@ impl EngineConfig {
         if let Ok(v) = std::env::var("STEPWISE_WORKSPACE_RETENTION") {
             cfg.workspaces.retention = crate::duration::parse(&v)
                 .map_err(|e| format!("STEPWISE_WORKSPACE_RETENTION: {e}"))?;
+        }
+        if let Ok(v) = std::env::var("STEPWISE_PRICES")
+            && !v.trim().is_empty()
+        {
+            cfg.prices = Prices::parse(&v).map_err(|e| format!("STEPWISE_PRICES: {e}"))?;
         }
         if let Ok(v) = std::env::var("STEPWISE_MAX_SUSPENDED") {
             cfg.max_suspended =

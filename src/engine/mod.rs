@@ -9,6 +9,7 @@ mod scheduler;
 pub mod secrets;
 mod signals;
 mod state;
+mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::clock::SharedClock;
 use crate::diagnostics::{Diagnostic, SourceFile};
 use crate::model::{RUN_PREFIX, RunStatus, is_id};
 use crate::store::{DefinitionRecord, RunRecord, Store};
+use crate::validate::LintOptions;
 
 /// A request to start a run.
 #[derive(Debug, Clone)]
@@ -39,6 +41,13 @@ pub struct CreateRun {
     pub idempotency_key: Option<String>,
     /// `{kind, label, …}`: how the run started.
     pub trigger: Value,
+}
+
+/// A new definition version was stored (MCP clients hear that their tool list changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionChange {
+    pub workspace_id: String,
+    pub slug: String,
 }
 
 /// What resumes a suspended run.
@@ -103,7 +112,7 @@ pub(crate) enum Command {
         run_id: String,
         step: usize,
         attempt: i64,
-        result: std::result::Result<crate::exec::Success, crate::exec::StepError>,
+        result: std::result::Result<crate::exec::Produced, crate::exec::StepError>,
     },
     /// A failure alert's delivery attempt finished (answered once its result committed).
     AlertDone {
@@ -138,6 +147,7 @@ struct Inner {
     cache: compiled::Cache,
     tx: mpsc::UnboundedSender<Command>,
     updates: broadcast::Sender<Update>,
+    definitions: broadcast::Sender<DefinitionChange>,
     config: EngineConfig,
     secrets: Arc<secrets::Secrets>,
     /// Why the store refuses commits, while it does.
@@ -192,6 +202,7 @@ impl Engine {
         update_capacity: usize,
     ) -> Engine {
         let (updates, _) = broadcast::channel(update_capacity);
+        let (definitions, _) = broadcast::channel(64);
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -199,6 +210,7 @@ impl Engine {
                 cache: compiled::Cache::default(),
                 tx,
                 updates,
+                definitions,
                 secrets: Arc::new(secrets::Secrets::new(
                     &config.secrets,
                     &config.secret_grants,
@@ -274,6 +286,11 @@ impl Engine {
         self.inner.updates.subscribe()
     }
 
+    /// New definition versions, as they are stored.
+    pub fn subscribe_definitions(&self) -> broadcast::Receiver<DefinitionChange> {
+        self.inner.definitions.subscribe()
+    }
+
     /// Lint and store a definition; the same text again returns the stored version
     /// (`false`: nothing was created).
     pub async fn apply_definition(
@@ -283,15 +300,27 @@ impl Engine {
         source: &str,
     ) -> Result<std::result::Result<(DefinitionRecord, bool), Rejected>> {
         let file = SourceFile::new(name, source);
-        let plan = match self
-            .inner
-            .config
-            .plans
-            .load_for_apply(&file, !self.refuses_scripts())
-        {
+        let allow_scripts = !self.refuses_scripts();
+        let options = LintOptions {
+            allow_scripts,
+            catalog: None,
+        };
+        let mut plan = match self.inner.config.plans.load_with(&file, &options) {
             Ok(p) => p,
             Err(diagnostics) => return Ok(Err(Rejected { file, diagnostics })),
         };
+        if crate::validate::tools::has_tools(&plan.definition) {
+            // Agent tools are checked against the workflows they name, as stored now.
+            let catalog = self.tool_catalog(workspace_id, &plan.definition).await?;
+            let options = LintOptions {
+                allow_scripts,
+                catalog: Some(&catalog),
+            };
+            plan = match self.inner.config.plans.load_with(&file, &options) {
+                Ok(p) => p,
+                Err(diagnostics) => return Ok(Err(Rejected { file, diagnostics })),
+            };
+        }
         let def = &plan.definition;
         let store = self.inner.store.clone();
         let (ws, slug, label, src, now) = (
@@ -307,6 +336,12 @@ impl Engine {
         let compiled = self.cached(rec.clone(), || Ok(plan))?;
         self.inner.cache.set_latest(compiled);
         self.inner.buffers.forget(workspace_id);
+        if created {
+            let _ = self.inner.definitions.send(DefinitionChange {
+                workspace_id: workspace_id.to_string(),
+                slug: rec.slug.clone(),
+            });
+        }
         Ok(Ok((rec, created)))
     }
 

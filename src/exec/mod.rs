@@ -59,3 +59,12 @@ pub struct Success {
     /// Token counts and duration of an agent call.
     pub usage: Option<Value>,
 }
+
+/// What an executor reports to the scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Produced {
+    /// The attempt's outcome.
+    Finished(Success),
+    /// One model call of an agent loop: the scheduler records it and decides what follows.
+    ModelTurn(Box<agent::Reply>),
+}

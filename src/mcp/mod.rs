@@ -6,6 +6,7 @@
 //! The handler calls the same `Engine` methods the REST API calls; it never writes state.
 
 mod call;
+mod changes;
 mod tools;
 mod view;
 
@@ -13,9 +14,9 @@ use std::time::Duration;
 
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use crate::engine::Engine;
@@ -97,14 +98,19 @@ fn client_name(ctx: &RequestContext<RoleServer>) -> String {
 
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("stepwise", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Each workflow is a tool: calling it starts a run and answers with the run's \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("stepwise", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Each workflow is a tool: calling it starts a run and answers with the run's \
                  output once it finishes. A run that pauses for an approval or waits for a \
                  signal answers with its runId, status and pendingAction: answer it with \
                  runs_approve, runs_reject or runs_signal, and follow it with runs_get.",
-            )
+        )
     }
 
     async fn list_tools(
@@ -119,6 +125,21 @@ impl ServerHandler for McpServer {
         result.cache_scope = Some(CacheScope::Private);
         result.ttl_ms = Some(0);
         Ok(result)
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.notify_session(&context);
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(changes::accepted())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        self.listen_changes(context).await
     }
 
     async fn call_tool(

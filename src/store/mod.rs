@@ -406,7 +406,8 @@ pub struct UiSession {
 /// What the web UI's History filters by beyond a [`RunQuery`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HistoryFilter {
-    /// The trigger's `kind` (`api`, `cli`, `ui`, `webhook`, `schedule`, `poll`, `workflow`).
+    /// The trigger's `kind` (`api`, `cli`, `ui`, `webhook`, `schedule`, `poll`, `workflow`,
+    /// `tool`).
     pub trigger_kind: Option<String>,
     /// Text searched for in the run's input and output (case-insensitive substring).
     pub search: Option<String>,

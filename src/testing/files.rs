@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::lint::{check_against, check_structure};
 use super::model::{TestFile, is_test_file};
-use crate::definition::{Definition, StepKind};
+use crate::definition::Definition;
 use crate::diagnostics::{Code, Diagnostic, SourceFile};
 use crate::validate::Lint;
 use crate::yaml::{self, SpanIndex};
@@ -146,8 +146,9 @@ fn read_workflow_as(path: &Path, shown: &str) -> Result<Workflow, String> {
     }
 }
 
-/// The workflows `workflow` steps start, looked up by id beside `root` (recursively).
-fn children_of(root: &Workflow) -> Vec<Workflow> {
+/// The workflows `workflow` steps and agent tools start, looked up by id beside `root`
+/// (recursively).
+pub fn children_of(root: &Workflow) -> Vec<Workflow> {
     let dir = root.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut found: Vec<Workflow> = Vec::new();
     let mut queue = child_ids(&root.definition);
@@ -175,18 +176,11 @@ fn children_of(root: &Workflow) -> Vec<Workflow> {
     found
 }
 
+/// The workflows `def` starts: `workflow` steps with a literal id, and agent tools.
 fn child_ids(def: &Definition) -> Vec<String> {
-    def.steps
-        .iter()
-        .filter_map(|s| match &s.kind {
-            StepKind::Action(a) if a.uses == "workflow" => a
-                .with
-                .get("definition")
-                .and_then(Value::as_str)
-                .filter(|d| !d.contains("{{"))
-                .map(str::to_string),
-            _ => None,
-        })
+    crate::validate::tools::started_by(def)
+        .into_iter()
+        .map(|(_, id, _)| id)
         .collect()
 }
 

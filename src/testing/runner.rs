@@ -158,7 +158,11 @@ async fn drive(
     mocks: &Mocks,
     start: Timestamp,
 ) -> Result<Vec<Actual>, String> {
-    for c in &suite.children {
+    // Tools before the agents that call them: applying checks an agent's tools.
+    let children = crate::validate::tools::dependency_order(suite.children.iter().collect(), |c| {
+        Some(&c.definition)
+    });
+    for c in children {
         apply(engine, &c.path, &c.source).await?;
     }
     let version = apply(engine, &suite.workflow.path, &suite.workflow.source).await?;

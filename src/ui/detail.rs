@@ -134,11 +134,11 @@ fn usage_lines(steps: &[StepRecord], prices: &Value) -> (Vec<ModelUse>, Option<f
         }
         match models.iter_mut().find(|m| m.0 == model) {
             Some(m) => {
-                m.1 += 1;
+                m.1 += u["calls"].as_u64().unwrap_or(1);
                 m.2 += p;
                 m.3 += c;
             }
-            None => models.push((model, 1, p, c)),
+            None => models.push((model, u["calls"].as_u64().unwrap_or(1), p, c)),
         }
     }
     (models, priced.then_some(cost))

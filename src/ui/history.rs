@@ -19,7 +19,7 @@ use crate::store::{HistoryFilter, RunQuery, RunRecord};
 pub const PAGE_SIZE: u64 = 25;
 
 /// How runs started, as the trigger filter offers them.
-const TRIGGER_KINDS: [(&str, &str); 7] = [
+const TRIGGER_KINDS: [(&str, &str); 8] = [
     ("api", "API"),
     ("cli", "CLI"),
     ("ui", "Web UI"),
@@ -27,6 +27,7 @@ const TRIGGER_KINDS: [(&str, &str); 7] = [
     ("schedule", "Schedule"),
     ("poll", "Poll"),
     ("workflow", "Workflow step"),
+    ("tool", "Workflow tool"),
 ];
 
 /// The filters of the page, read from (and written back to) its URL.

@@ -7,12 +7,15 @@ pub mod dataflow;
 pub mod schema;
 pub mod scripts;
 mod semantic;
+pub mod tools;
 
 use serde_json::Value;
 
 use crate::definition::Definition;
 use crate::diagnostics::{Code, Diagnostic, SourceFile};
 use crate::yaml;
+
+pub use tools::Catalog;
 
 /// The outcome of linting one file.
 #[derive(Debug)]
@@ -35,27 +38,31 @@ impl Lint {
 }
 
 /// What lint is told about where the definition will run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LintOptions {
+#[derive(Debug, Clone, Copy)]
+pub struct LintOptions<'a> {
     /// Whether `script` steps may run there (`--allow-scripts`); when not, each is an error.
     pub allow_scripts: bool,
+    /// The workflows agent tools may name; without one, tools are checked only within the
+    /// file.
+    pub catalog: Option<&'a Catalog>,
 }
 
-impl Default for LintOptions {
+impl Default for LintOptions<'_> {
     fn default() -> Self {
         Self {
             allow_scripts: true,
+            catalog: None,
         }
     }
 }
 
-/// Lint one file's text.
+/// Lint one file's text. Agent tools are checked only within the file (see [`lint_with`]).
 pub fn lint(file: &SourceFile) -> Lint {
     lint_with(file, &LintOptions::default())
 }
 
 /// Lint one file's text for a place that runs workflows as `options` say.
-pub fn lint_with(file: &SourceFile, options: &LintOptions) -> Lint {
+pub fn lint_with(file: &SourceFile, options: &LintOptions<'_>) -> Lint {
     let doc = match yaml::parse(file) {
         Ok(doc) => doc,
         Err(d) => {
@@ -84,7 +91,7 @@ fn lint_document(
     value: &Value,
     spans: &yaml::SpanIndex,
     text: &str,
-    options: &LintOptions,
+    options: &LintOptions<'_>,
 ) -> Lint {
     if !value.is_object() {
         return Lint {
@@ -134,6 +141,7 @@ fn lint_document(
     if !options.allow_scripts {
         diagnostics.extend(scripts::refused(&def, spans));
     }
+    tools::check(&def, spans, options.catalog, &mut diagnostics);
     diagnostics.sort_by_key(|d| (d.span.start, d.code.as_str()));
     diagnostics.dedup();
     let has_errors = diagnostics.iter().any(Diagnostic::is_error);
@@ -147,8 +155,8 @@ fn lint_document(
 /// The engine's default way to load a definition: lint it, then compile it into a plan.
 impl Default for crate::engine::PlanLoader {
     fn default() -> Self {
-        crate::engine::PlanLoader(std::sync::Arc::new(|file: &SourceFile, allow_scripts| {
-            let l = lint_with(file, &LintOptions { allow_scripts });
+        crate::engine::PlanLoader(std::sync::Arc::new(|file: &SourceFile, options| {
+            let l = lint_with(file, options);
             let def = l.definition.ok_or_else(|| l.diagnostics.clone())?;
             crate::compile::compile(def).map_err(|_| l.diagnostics)
         }))

@@ -81,6 +81,9 @@ pub fn type_fields(step_type: &str) -> &'static [&'static str] {
             "temperature",
             "max_tokens",
             "output",
+            "tools",
+            "max_turns",
+            "budget",
         ],
         "approval" => &["message", "options"],
         "wait" => &["duration", "until"],
@@ -305,6 +308,10 @@ fn allowed_fields(format: Format, doc: &Value, pointer: &str) -> (Vec<&'static s
             };
             (fields, what)
         }
+        ["steps", _, "tools", _] => (
+            vec!["workflow", "version", "description"],
+            " in an agent tool".into(),
+        ),
         ["steps", _, "retry"] => (
             vec!["max_attempts", "backoff", "initial_delay", "max_delay"],
             " in `retry`".into(),
@@ -332,6 +339,7 @@ fn pattern_message(pointer: &str) -> String {
         ["webhook", "endpoint"] => "a webhook `endpoint` must be a slug: lowercase letters, digits and `-` (it becomes /v1/webhooks/<endpoint>)".into(),
         ["id"] => "the definition `id` must be a slug: lowercase letters, digits and `-`, starting with a letter or digit, at most 63 characters (e.g. `lead-router`)".into(),
         ["steps", _, "id"] => "a step `id` must start with a letter or `_` and hold only letters, digits and `_` (templates read it as `steps.<id>`)".into(),
+        ["steps", _, "tools", _] | ["steps", _, "tools", _, "workflow"] => "a tool is a workflow's definitionId: lowercase letters, digits and `-` (e.g. `refund-order`)".into(),
         ["steps", _, "signal"] => "a `signal` holds only letters, digits and `._:-`, at most 128 characters (e.g. `payment.confirmed`)".into(),
         _ => format!("{} does not have the required form", describe(pointer)),
     }

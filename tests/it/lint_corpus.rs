@@ -92,6 +92,9 @@ fn broken_corpus_covers_every_code() {
         ScriptNeedsWorkspace,
         ScriptNotRendered,
         ScriptsNotAllowed,
+        UnknownTool,
+        DuplicateTool,
+        ToolCanSuspend,
     ];
     let dir = Path::new("tests/lint/broken");
     let mut expected = Vec::new();

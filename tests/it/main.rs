@@ -1,5 +1,8 @@
 //! The one integration-test binary: modules per area, shared helpers in `util`.
 
+mod agent_crash;
+mod agent_example;
+mod agent_tools;
 mod agents;
 mod api;
 mod api_conformance;
@@ -18,6 +21,7 @@ mod lint_corpus;
 mod mcp;
 mod ops;
 mod replay;
+mod scripted_model;
 mod scripts;
 mod serve;
 mod server;

@@ -105,6 +105,23 @@ async fn http_client(api: &Api, key: &str, name: &str) -> Result<Client, String>
     info(name).serve(transport).await.map_err(|e| e.to_string())
 }
 
+/// `stepwise mcp` on a database in `dir`, loading the workflows in `defs`.
+fn stdio(dir: &std::path::Path, defs: &std::path::Path) -> TokioChildProcess {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepwise"));
+    cmd.arg("mcp")
+        .arg("--db")
+        .arg(dir.join("mcp.db"))
+        .arg("--definitions")
+        .arg(defs)
+        .args(["--wait", "10s"])
+        .env("NO_COLOR", "1");
+    let (transport, _) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    transport
+}
+
 /// Apply a definition in the workspace of `key`.
 async fn apply_as(api: &Api, key: &str, yaml: &str) {
     let resp = api
@@ -397,21 +414,9 @@ async fn an_mcp_client_over_stdio_lists_calls_and_approves() {
         )
         .unwrap();
     }
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepwise"));
-    cmd.arg("mcp")
-        .arg("--db")
-        .arg(dir.path().join("mcp.db"))
-        .arg("--definitions")
-        .arg(&defs)
-        .args(["--wait", "10s"])
-        .env("NO_COLOR", "1");
-    let (transport, _) = TokioChildProcess::builder(cmd)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let client = tokio::time::timeout(
         Duration::from_secs(20),
-        info("stdio-agent").serve(transport),
+        info("stdio-agent").serve(stdio(dir.path(), &defs)),
     )
     .await
     .expect("handshake in time")
@@ -496,4 +501,106 @@ async fn an_mcp_session_belongs_to_the_workspace_that_opened_it() {
     assert_eq!(delete(&api.key).await.unwrap().status(), 204);
     let resp = post(&api.key, Some(&session), list).await.unwrap();
     assert_eq!(resp.status(), 404);
+}
+
+/// A client that counts `notifications/tools/list_changed` on its session.
+#[derive(Clone)]
+struct Watcher(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl rmcp::ClientHandler for Watcher {
+    async fn on_tool_list_changed(&self, _: rmcp::service::NotificationContext<RoleClient>) {
+        let _ = self.0.send(());
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        info("watcher")
+    }
+}
+
+/// Whether a notification arrives within `wait`.
+async fn heard(rx: &mut tokio::sync::mpsc::UnboundedReceiver<()>, wait: Duration) -> bool {
+    tokio::time::timeout(wait, rx.recv()).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_hear_when_their_workspaces_tools_change() {
+    let api = Api::start().await;
+    let other = add_key(api.env.engine.store().as_ref(), "ws_other");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(api.url("/mcp")).auth_header(&api.key);
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    let client = Watcher(tx).serve(transport).await.unwrap();
+    apply_as(&api, &other, OTHER).await;
+    assert!(
+        !heard(&mut rx, Duration::from_millis(500)).await,
+        "another workspace's definitions are not this session's tools"
+    );
+    apply_as(&api, &api.key, HELLO).await;
+    assert!(
+        heard(&mut rx, Duration::from_secs(10)).await,
+        "no list_changed"
+    );
+    // The same source again stores nothing: no news.
+    apply_as(&api, &api.key, HELLO).await;
+    assert!(!heard(&mut rx, Duration::from_millis(500)).await);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_hear_when_the_tools_change() {
+    use rmcp::model::{ProtocolVersion, ServerNotification, SubscriptionFilter};
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    let api = Api::start().await;
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(api.url("/mcp")).auth_header(&api.key);
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    let client = info("listener")
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .unwrap();
+    let mut sub = client
+        .peer()
+        .listen(SubscriptionFilter::builder().tools_list_changed().build())
+        .await
+        .unwrap();
+    assert_eq!(sub.acknowledged().tools_list_changed, Some(true));
+    apply_as(&api, &api.key, REVIEW).await;
+    let n = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a notification in time")
+        .unwrap();
+    assert!(
+        matches!(n, Some(ServerNotification::ToolListChangedNotification(_))),
+        "{n:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stdio_client_hears_when_a_watched_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(defs.join("hello.yaml"), HELLO).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = tokio::time::timeout(
+        Duration::from_secs(20),
+        Watcher(tx).serve(stdio(dir.path(), &defs)),
+    )
+    .await
+    .expect("handshake in time")
+    .unwrap();
+    std::fs::write(defs.join("other.yaml"), OTHER).unwrap();
+    assert!(
+        heard(&mut rx, Duration::from_secs(10)).await,
+        "no list_changed"
+    );
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "other-only"));
+    client.cancel().await.unwrap();
 }

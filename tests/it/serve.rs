@@ -15,9 +15,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-pub(crate) struct Server {
-    pub(crate) child: Child,
-    pub(crate) url: String,
+pub struct Server {
+    pub child: Child,
+    pub url: String,
 }
 
 impl Drop for Server {
@@ -33,7 +33,7 @@ fn serve(dir: &std::path::Path, extra: &[&str]) -> Server {
 
 /// `serve` with extra environment variables, and without any `STEPWISE_SECRET_*` or proxy
 /// settings of the environment the tests run in.
-pub(crate) fn serve_env(dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+pub fn serve_env(dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stepwise"));

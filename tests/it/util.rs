@@ -13,15 +13,18 @@ pub fn lint_path(rel: &Path) -> (SourceFile, Lint) {
     let text = std::fs::read_to_string(repo().join(rel))
         .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
     let file = SourceFile::new(rel.display().to_string().replace('\\', "/"), text);
-    // Test files are linted with the workflow they name, as `stepwise lint` does. A file
-    // whose second line is `# lint: --deny-scripts` is linted as `stepwise lint` with it.
+    // Test files are linted with the workflow they name, as `stepwise lint` does; agent
+    // tools are resolved against the workflows beside the file, as `stepwise lint` does. A
+    // file whose second line is `# lint: --deny-scripts` is linted as `stepwise lint` with it.
     let deny_scripts = file.text.lines().nth(1) == Some("# lint: --deny-scripts");
+    let catalog = stepwise::cli::lint::catalog_for(&[repo().join(rel)]);
     let result =
         stepwise::testing::files::lint_test_file(&file, &repo().join(rel)).unwrap_or_else(|| {
             lint_with(
                 &file,
                 &LintOptions {
                     allow_scripts: !deny_scripts,
+                    catalog: Some(&catalog),
                 },
             )
         });
@@ -53,4 +56,9 @@ pub fn show(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// Send a request and read its JSON answer (whatever the status).
+pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
 }

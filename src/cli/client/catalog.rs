@@ -136,7 +136,7 @@ pub fn definitions(args: &DefinitionsArgs) -> Outcome {
                     return Err(format!("cannot read {}: {e}", p.display()));
                 }
                 let mut outcome = Outcome::Ok;
-                for f in files {
+                for f in crate::cli::lint::tools_first(files) {
                     let source = std::fs::read_to_string(&f)
                         .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
                     let r = backend

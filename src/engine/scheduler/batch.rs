@@ -10,14 +10,14 @@ use serde_json::Value;
 use super::Scheduler;
 use crate::engine::secrets::Secrets;
 use crate::engine::{EngineError, Update};
-use crate::exec::{StepError, Success};
+use crate::exec::{Produced, StepError};
 use crate::model::EventKind;
 use crate::store::{EventRecord, RunRecord, StoreError, Write};
 
 /// Answers a caller once the batch committed (`None`) or failed.
 pub(super) type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
-pub(super) type StepFuture = Pin<Box<dyn Future<Output = Result<Success, StepError>> + Send>>;
+pub(super) type StepFuture = Pin<Box<dyn Future<Output = Result<Produced, StepError>> + Send>>;
 
 /// A step whose start is in the batch: its executor runs only after the commit.
 pub(super) struct Start {

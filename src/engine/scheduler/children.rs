@@ -1,15 +1,35 @@
-//! `workflow` steps: a child run per attempt (found again by its idempotency key after a
-//! restart), and the parent step finishing when the child does.
+//! Child runs: one per `workflow` step attempt and one per agent tool call, each found again
+//! by its idempotency key after a restart; a parent step hears when its child ends.
+
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
 use super::Scheduler;
+use crate::definition::StepKind;
 use crate::engine::CreateRun;
-use crate::engine::compiled::violations;
+use crate::engine::compiled::{Compiled, violations};
 use crate::engine::state::Active;
 use crate::exec::StepError;
 use crate::model::{EventKind, RunStatus, StepStatus};
-use crate::store::Write;
+use crate::store::{RunRecord, Write};
+
+/// A child to start: what it runs, with what, and how it is told apart.
+pub(super) struct ChildSpec {
+    pub compiled: Arc<Compiled>,
+    pub input: Value,
+    /// Derived from the parent, its step and the attempt or call: the same after a restart.
+    pub key: String,
+    /// The child's trigger (`{kind, label, …}`); the parent's ids are added.
+    pub trigger: Value,
+    /// Facts for the parent's `child.started` event besides the child's id.
+    pub started: Value,
+}
+
+/// Runs that execute inline for an agent (tools, and what they start) may not suspend.
+pub(super) fn is_inline(run: &RunRecord) -> bool {
+    run.trigger.get("inline") == Some(&Value::Bool(true))
+}
 
 impl Scheduler {
     pub(super) fn start_child(&mut self, run: &mut Active, i: usize, with: &Map<String, Value>) {
@@ -39,51 +59,74 @@ impl Scheduler {
             }
             Err(e) => return self.fail_attempt(run, i, StepError::new("workflow", e.to_string())),
         };
-        // The child's input is persisted as the child's run input: no secret may reach it.
-        let input = self
-            .secrets
-            .redact(&with.get("input").cloned().unwrap_or_else(|| json!({})));
-        if let Some(v) = &compiled.input {
-            let problems = violations(v, &input);
-            if !problems.is_empty() {
-                let e = StepError::permanent(
-                    "workflow",
-                    format!("the input does not match the input schema of `{def_id}`"),
-                )
-                .with_details(json!({"problems": problems}));
-                return self.fail_attempt(run, i, e);
-            }
-        }
         if let Some(rec) = run.slots[i].record.clone() {
             self.write(Write::put_step(rec));
         }
         self.step_update(run, i);
-        let key = format!("{}:{}:{}", run.rec.id, step_id, run.slots[i].attempt);
-        match self.existing_by_key(&run.rec.workspace_id, &key) {
-            Ok(Some(child)) => {
-                if child.status.is_terminal() {
-                    self.batch
-                        .child_done
-                        .push((run.rec.id.clone(), step_id, child));
-                }
+        let spec = ChildSpec {
+            compiled,
+            input: with.get("input").cloned().unwrap_or_else(|| json!({})),
+            key: format!("{}:{}:{}", run.rec.id, step_id, run.slots[i].attempt),
+            trigger: json!({"kind": "workflow", "label": format!("child of run {}", run.rec.id)}),
+            started: json!({}),
+        };
+        match self.child_run(&run.rec, &step_id, spec) {
+            Ok(child) if child.status.is_terminal() => {
+                self.batch
+                    .child_done
+                    .push((run.rec.id.clone(), step_id, child));
             }
+            Ok(_) => {}
+            Err(e) => self.fail_attempt(run, i, e),
+        }
+    }
+
+    /// The child run of `parent`'s step `step_id` that `spec` describes: the one its key
+    /// already names, or a new one (with a `child.started` event on the parent).
+    pub(super) fn child_run(
+        &mut self,
+        parent: &RunRecord,
+        step_id: &str,
+        spec: ChildSpec,
+    ) -> Result<RunRecord, StepError> {
+        // The child's input is persisted as the child's run input: no secret may reach it.
+        let input = self.secrets.redact(&spec.input);
+        if let Some(v) = &spec.compiled.input {
+            let problems = violations(v, &input);
+            if !problems.is_empty() {
+                return Err(StepError::permanent(
+                    "workflow",
+                    format!(
+                        "the input does not match the input schema of `{}`",
+                        spec.compiled.record.slug
+                    ),
+                )
+                .with_details(json!({"problems": problems})));
+            }
+        }
+        match self.existing_by_key(&parent.workspace_id, &spec.key) {
+            Ok(Some(child)) => Ok(child),
             Ok(None) => {
+                let mut trigger = spec.trigger;
+                trigger["parentRunId"] = json!(parent.id);
+                trigger["parentStepId"] = json!(step_id);
+                if is_inline(parent) {
+                    trigger["inline"] = json!(true);
+                }
                 let req = CreateRun {
-                    workspace_id: run.rec.workspace_id.clone(),
-                    definition: def_id,
+                    workspace_id: parent.workspace_id.clone(),
+                    definition: spec.compiled.record.slug.clone(),
                     input,
-                    idempotency_key: Some(key),
-                    trigger: json!({"kind": "workflow", "label": format!("child of run {}", run.rec.id), "parentRunId": run.rec.id, "parentStepId": step_id}),
+                    idempotency_key: Some(spec.key),
+                    trigger,
                 };
-                let child = self.new_run(&compiled, &req, Some((&run.rec.id, &step_id)));
-                self.event(
-                    &run.rec.id,
-                    EventKind::ChildStarted,
-                    Some(&step_id),
-                    json!({"childRunId": child.id}),
-                );
+                let child = self.new_run(&spec.compiled, &req, Some((&parent.id, step_id)));
+                let mut data = spec.started;
+                data["childRunId"] = json!(child.id);
+                self.event(&parent.id, EventKind::ChildStarted, Some(step_id), data);
+                Ok(child)
             }
-            Err(e) => self.fail_attempt(run, i, StepError::new("workflow", e.to_string())),
+            Err(e) => Err(StepError::new("workflow", e.to_string())),
         }
     }
 
@@ -100,25 +143,31 @@ impl Scheduler {
             if let Some(i) = parent.def.step_index(&step_id)
                 && parent.slots[i].status == StepStatus::Running
             {
-                let meta = json!({"childRunId": child.id});
-                match child.status {
-                    RunStatus::Completed => {
-                        let output = child.output.clone().unwrap_or(Value::Null);
-                        self.complete(&mut parent, i, output, None, Some(meta));
-                    }
-                    status => {
-                        let e = StepError::new(
-                            "workflow",
-                            format!("child run {} ended {status}", child.id),
-                        )
-                        .with_details(json!({"childRunId": child.id, "error": child.error}));
-                        self.fail_attempt(&mut parent, i, e);
-                    }
+                if matches!(parent.def.plan.definition.steps[i].kind, StepKind::Agent(_)) {
+                    self.agent_child_done(&mut parent, i, &child);
+                } else {
+                    self.workflow_step_done(&mut parent, i, &child);
                 }
                 self.refresh(&mut parent);
             }
             self.batch.touched.insert(parent_id.clone());
             self.active.insert(parent_id, parent);
+        }
+    }
+
+    fn workflow_step_done(&mut self, parent: &mut Active, i: usize, child: &RunRecord) {
+        let meta = json!({"childRunId": child.id});
+        match child.status {
+            RunStatus::Completed => {
+                let output = child.output.clone().unwrap_or(Value::Null);
+                self.complete(parent, i, output, None, Some(meta));
+            }
+            status => {
+                let e =
+                    StepError::new("workflow", format!("child run {} ended {status}", child.id))
+                        .with_details(json!({"childRunId": child.id, "error": child.error}));
+                self.fail_attempt(parent, i, e);
+            }
         }
     }
 }

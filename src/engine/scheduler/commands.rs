@@ -263,7 +263,14 @@ impl Scheduler {
             slot.base_attempt = slot.attempt;
             slot.committed = false;
             slot.backoff = false;
-            let rec = run.blank_record(i);
+            // An agent's loop goes on from its transcript (`agent`), not from scratch.
+            let carried = slot
+                .record
+                .as_ref()
+                .and_then(|r| r.meta.clone())
+                .filter(|m| m.get("agent").is_some());
+            let mut rec = run.blank_record(i);
+            rec.meta = carried;
             run.slots[i].record = Some(rec.clone());
             self.write(Write::put_step(rec));
         }

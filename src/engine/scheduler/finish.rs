@@ -8,7 +8,7 @@ use super::{Outcome, Scheduler};
 use crate::engine::Update;
 use crate::engine::compiled::violations;
 use crate::engine::state::Active;
-use crate::exec::{StepError, Success};
+use crate::exec::{Produced, StepError};
 use crate::model::{EventKind, RunStatus, StepStatus};
 use crate::store::{HookStatus, RunUpdate, TimerKind, Write};
 use crate::template;
@@ -27,7 +27,7 @@ impl Scheduler {
         run_id: &str,
         i: usize,
         attempt: i64,
-        result: Result<Success, StepError>,
+        result: Result<Produced, StepError>,
     ) {
         let Some(mut run) = self.active.remove(run_id) else {
             return;
@@ -39,7 +39,8 @@ impl Scheduler {
         if current {
             run.tasks.remove(&i);
             match result {
-                Ok(s) => self.complete(&mut run, i, s.output, s.usage, None),
+                Ok(Produced::Finished(s)) => self.complete(&mut run, i, s.output, s.usage, None),
+                Ok(Produced::ModelTurn(reply)) => self.agent_turn(&mut run, i, *reply),
                 Err(e) => self.fail_attempt(&mut run, i, e),
             }
             self.refresh(&mut run);
@@ -204,6 +205,24 @@ impl Scheduler {
         } else {
             status
         };
+        if status.is_suspended() && super::children::is_inline(&run.rec) {
+            // A tool's run (or a run it started) reached an approval, wait or event: the
+            // agent waiting for it cannot wait that long.
+            let at = run
+                .pending_action()
+                .map(|p| {
+                    format!(
+                        " (step `{}` is {})",
+                        p["step"].as_str().unwrap_or("?"),
+                        p["type"].as_str().unwrap_or("?")
+                    )
+                })
+                .unwrap_or_default();
+            return self.fail_run(
+                run,
+                json!({"kind": "inline_suspend", "message": format!("a workflow run as an agent's tool cannot suspend{at}")}),
+            );
+        }
         let index = run.current_step_index();
         let pending = if status.is_suspended() {
             run.pending_action()

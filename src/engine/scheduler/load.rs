@@ -86,15 +86,21 @@ impl Scheduler {
         for (i, slot) in run.slots.iter_mut().enumerate() {
             if slot.status == StepStatus::Running {
                 slot.status = StepStatus::Pending;
-                recovered.push((run.def.plan.definition.steps[i].id.clone(), slot.attempt));
+                let step = &run.def.plan.definition.steps[i];
+                let reason = if matches!(step.kind, crate::definition::StepKind::Agent(_)) {
+                    "the process stopped while this attempt ran; it resumes from its last recorded turn"
+                } else {
+                    "the process stopped while this attempt ran; it runs again"
+                };
+                recovered.push((step.id.clone(), slot.attempt, reason));
             }
         }
-        for (step_id, attempt) in recovered {
+        for (step_id, attempt, reason) in recovered {
             self.event(
                 id,
                 EventKind::StepRecovered,
                 Some(&step_id),
-                json!({"attempt": attempt, "reason": "the process stopped while this attempt ran; it runs again"}),
+                json!({"attempt": attempt, "reason": reason}),
             );
         }
         self.resume_retries(id);

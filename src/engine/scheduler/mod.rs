@@ -15,6 +15,7 @@
 //! PENDING runs and of steps waiting for a slot), `observe` (metrics of what a batch
 //! committed), `alerts` (failure alert rows and their attempts' results).
 
+mod agent;
 mod alerts;
 mod batch;
 mod children;
@@ -44,7 +45,7 @@ use self::timers::TimerQueue;
 use super::secrets::Secrets;
 use super::state::Active;
 use super::{Command, Engine, EngineError};
-use crate::exec::{StepError, Success};
+use crate::exec::{Produced, StepError};
 use crate::store::Store;
 
 /// An executor's result, kept until the batch it produced commits: after a failed commit
@@ -53,7 +54,7 @@ struct Outcome {
     run_id: String,
     step: usize,
     attempt: i64,
-    result: Result<Success, StepError>,
+    result: Result<Produced, StepError>,
 }
 
 pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> super::Result<()> {

@@ -5,11 +5,12 @@ use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
 use super::Scheduler;
+use super::agent;
 use super::batch::Start;
 use super::policy::{add, attempt_timeout};
 use crate::definition::{Step, StepKind};
 use crate::engine::state::Active;
-use crate::exec::{self, StepError, Success};
+use crate::exec::{self, Produced, StepError, Success};
 use crate::model::{EventKind, RunStatus, StepStatus};
 use crate::store::{HookKind, HookRecord, HookStatus, TimerKind, Write};
 use crate::template;
@@ -84,49 +85,23 @@ impl Scheduler {
                 }
             }
             StepKind::Agent(a) => {
-                let render = |t: &str, f: &str| template::render_string(t, &ctx, &step.field(f));
-                let prompt = render(&a.prompt, "prompt");
-                let system = a.system.as_deref().map(|s| render(s, "system")).transpose();
-                let (prompt, system) = match (prompt, system) {
-                    (Ok(p), Ok(s)) => (as_text(p), s.map(as_text)),
-                    (Err(e), _) | (_, Err(e)) => {
-                        return self.fail_to_start(
-                            run,
-                            i,
-                            now,
-                            StepError::new("template", e.to_string()),
-                        );
-                    }
+                let (prompt, system) = match self.agent_prompt(run, i) {
+                    Ok(p) => p,
+                    Err(e) => return self.fail_to_start(run, i, now, e),
                 };
-                let recorded = json!({"prompt": prompt, "system": system, "model": a.model});
+                let mut recorded = json!({"prompt": prompt, "system": system, "model": a.model});
+                if !a.tools.is_empty() {
+                    let names: Vec<&str> = a.tools.iter().map(|t| t.name()).collect();
+                    recorded["tools"] = json!(names);
+                }
+                // The loop so far (a resumed or retried attempt): before `begin` replaces
+                // the record.
+                let carried = agent::transcript_of(run, i);
                 self.begin(run, i, Some(recorded.clone()), now);
                 if self.intercepted(run, i, "agent", &recorded) {
                     return;
                 }
-                let timeout = attempt_timeout(
-                    self.engine.config().default_step_timeout,
-                    &step.timeout,
-                    None,
-                );
-                let client = self.http.clone();
-                let llm = self.engine.config().llm.clone();
-                let a = a.clone();
-                self.spawn(run, i, async move {
-                    exec::agent::run(
-                        &client,
-                        &llm,
-                        exec::agent::AgentCall {
-                            prompt: &prompt,
-                            system: system.as_deref(),
-                            model: a.model.as_deref(),
-                            temperature: a.temperature,
-                            max_tokens: a.max_tokens,
-                            output_schema: a.output.as_ref(),
-                            timeout,
-                        },
-                    )
-                    .await
-                });
+                self.start_agent(run, i, carried.unwrap_or_default());
             }
             StepKind::Approval(a) => {
                 let message =
@@ -485,7 +460,7 @@ impl Scheduler {
             run_id: run.rec.id.clone(),
             step: i,
             attempt: run.slots[i].attempt,
-            fut: Box::pin(fut),
+            fut: Box::pin(async move { fut.await.map(Produced::Finished) }),
         });
     }
 
