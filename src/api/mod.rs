@@ -16,11 +16,11 @@ mod mcp;
 mod openapi;
 mod ops;
 mod origin;
-mod runs;
+pub(crate) mod runs;
 pub mod schemas;
 mod signals;
 mod state;
-mod triggers;
+pub(crate) mod triggers;
 pub mod views;
 
 use axum::Router;

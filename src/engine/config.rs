@@ -59,6 +59,9 @@ pub struct EngineConfig {
     pub alert_retry_first: Duration,
     /// Attempts of one alert before it is given up (`alert.failed` in the run's trace).
     pub alert_max_attempts: i64,
+    /// Time limit of one alert attempt (`STEPWISE_ALERT_TIMEOUT`); an attempt claimed by a
+    /// process that died is taken again 5 s after it.
+    pub alert_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +80,7 @@ impl Default for EngineConfig {
             on_failure: None,
             alert_retry_first: Duration::from_secs(1),
             alert_max_attempts: 20,
+            alert_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -120,6 +124,13 @@ impl EngineConfig {
                 }),
                 workflow,
             });
+        }
+        if let Ok(v) = std::env::var("STEPWISE_ALERT_TIMEOUT") {
+            cfg.alert_timeout =
+                crate::duration::parse(&v).map_err(|e| format!("STEPWISE_ALERT_TIMEOUT: {e}"))?;
+            if cfg.alert_timeout.is_zero() {
+                return Err("STEPWISE_ALERT_TIMEOUT: must be longer than 0s".into());
+            }
         }
         if let Ok(v) = std::env::var("STEPWISE_MAX_SUSPENDED") {
             cfg.max_suspended =

@@ -172,6 +172,20 @@ pub struct BufferedSignal {
     pub via: String,
 }
 
+/// A signal delivery already handled, by its id: a redelivery with the same id (a webhook
+/// provider sending an event again) is answered with what the first did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalDelivery {
+    pub workspace_id: String,
+    /// Scoped by its sender: `webhook:<trigger>:<delivery id>`, `api:<Idempotency-Key>`.
+    pub key: String,
+    /// What the first delivery did: `{reached: [run ids], buffered, started, created}`.
+    pub outcome: Value,
+    pub received_at: Timestamp,
+    /// Forgotten after this; a redelivery later counts as a new signal.
+    pub expires_at: Timestamp,
+}
+
 /// An entry of a run's append-only event log (its trace).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
@@ -289,6 +303,8 @@ pub enum Write {
     Signal(SignalRecord),
     /// Keep a signal that reached no step (see [`BufferedSignal`]).
     BufferSignal(Box<BufferedSignal>),
+    /// A signal delivery handled (with the writes of what it did, in one commit).
+    SignalDelivery(Box<SignalDelivery>),
     /// A step took a buffered signal: it is used up.
     ConsumeSignal {
         id: String,
@@ -401,6 +417,27 @@ pub struct UiSession {
     pub actor: String,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+}
+
+/// History counts matching runs up to this many (or as far as the page asked for reaches):
+/// an exact count of 100,000 runs costs more than the page itself.
+pub const HISTORY_COUNT_BOUND: u64 = 10_000;
+
+/// The text search reads at most this many runs (the newest that match the other filters):
+/// payloads are not indexed, so a search is bounded instead (docs/ui.md).
+pub const HISTORY_SEARCH_WINDOW: u64 = 10_000;
+
+/// One page of History.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistoryPage {
+    pub runs: Vec<RunRecord>,
+    /// How many runs match: exact unless `more`.
+    pub total: u64,
+    /// More runs match than `total` counted (the count stopped at its bound).
+    pub more: bool,
+    /// With a text search that reached its window: the runs it read, the newest matching
+    /// the other filters; older runs were not searched.
+    pub searched: Option<u64>,
 }
 
 /// What the web UI's History filters by beyond a [`RunQuery`].
@@ -530,16 +567,40 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<BufferedSignal>>;
 
+    /// A signal delivery handled before under this key, not expired at `now`.
+    fn signal_delivery(
+        &self,
+        workspace_id: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<SignalDelivery>>;
+
     // Failure alerts (issue 14).
     /// Pending alerts due at or before `now`, oldest first.
     fn alerts_due(&self, now: Timestamp, limit: usize) -> Result<Vec<AlertRecord>>;
     fn alert(&self, id: &str) -> Result<Option<AlertRecord>>;
+    /// Take a pending alert due at `now` for one delivery attempt: count the attempt and
+    /// move its next try to `until` (a lease: a process that dies mid-delivery leaves it
+    /// to be taken again then), atomically, so two processes never deliver it at once.
+    /// `None`: not pending, or not due (another process has it).
+    fn claim_alert(
+        &self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<AlertRecord>>;
 
     // The web UI. Defaults keep other backends compiling; they answer what they cannot do.
-    /// Runs as [`Store::list_runs`] with the History page's extra filters.
-    fn history(&self, q: &RunQuery, f: &HistoryFilter) -> Result<(Vec<RunRecord>, u64)> {
+    /// Runs as [`Store::list_runs`] with the History page's extra filters, counted up to
+    /// [`HISTORY_COUNT_BOUND`]; a text search reads at most [`HISTORY_SEARCH_WINDOW`] runs.
+    fn history(&self, q: &RunQuery, f: &HistoryFilter) -> Result<HistoryPage> {
         if f.is_empty() {
-            return self.list_runs(q);
+            let (runs, total) = self.list_runs(q)?;
+            return Ok(HistoryPage {
+                runs,
+                total,
+                ..HistoryPage::default()
+            });
         }
         Err(StoreError::Database(
             "this store cannot filter history by trigger or text".into(),

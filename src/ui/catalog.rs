@@ -3,11 +3,10 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use serde_json::Value;
 
 use super::forms::{self, Form, Problem};
 use super::graph;
@@ -171,34 +170,19 @@ pub async fn definition(
     definition_page(&state, &viewer, &id, &Form::default(), &[]).await
 }
 
-fn text_of(v: Option<&Value>) -> String {
-    v.and_then(Value::as_str).unwrap_or("—").to_string()
+fn or_dash(v: Option<&String>) -> Markup {
+    match v {
+        Some(t) => html! { (t) },
+        None => html! { span.muted { "—" } },
+    }
 }
 
-pub async fn triggers(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Query(_q): Query<HashMap<String, String>>,
-) -> Response {
-    let mut rows = Vec::new();
-    if let Some(t) = state
-        .triggers
-        .as_ref()
-        .filter(|t| t.workspace_id() == viewer.workspace_id)
-    {
-        for trig in t.list() {
-            let store = state.engine.store().clone();
-            let (ws, name) = (t.workspace_id().to_string(), trig.name.clone());
-            let st = tokio::task::spawn_blocking(move || store.trigger_state(&ws, &name))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-                .unwrap_or(Value::Null);
-            let inactive = t.inactive_reason(&trig.name);
-            rows.push((trig, st, inactive));
-        }
-    }
+/// `/ui/triggers`: the API's trigger list (`api::triggers::views`), one row each.
+pub async fn triggers(State(state): State<AppState>, viewer: Viewer) -> Response {
+    let rows = match crate::api::triggers::views(&state, &viewer.workspace_id).await {
+        Ok(r) => r,
+        Err(e) => return layout::failure(&e.message()),
+    };
     let body = html! {
         h1 { "Triggers" }
         @if rows.is_empty() {
@@ -209,13 +193,18 @@ pub async fn triggers(
                     th scope="col" { "Trigger" } th scope="col" { "Kind" } th scope="col" { "Workflow" }
                     th scope="col" { "Next firing" } th scope="col" { "Last firing" } th scope="col" { "Last error" }
                 } }
-                tbody { @for (trig, st, inactive) in &rows { tr {
-                    td { (trig.name) @if !trig.enabled { " " span.badge.st-CANCELLED { "disabled" } } @if let Some(why) = inactive { br; span.error { "inactive: " (why) } } }
-                    td { (trig.source.kind()) }
-                    td { a href={ "/ui/definitions/" (trig.workflow) } { (trig.workflow) } }
-                    td { (text_of(st.get("nextDue").or_else(|| st.get("nextPoll")))) }
-                    td { (text_of(st.get("lastDue").or_else(|| st.get("lastPolledAt")))) }
-                    td { @match st.get("lastError").and_then(Value::as_str) { Some(e) => { span.error { (e) } }, None => { span.muted { "—" } } } }
+                tbody { @for t in &rows { tr data-trigger=(t.name) {
+                    td { (t.name) @if !t.enabled { " " span.badge.st-CANCELLED { "disabled" } } @if let Some(why) = &t.inactive { br; span.error { "inactive: " (why) } } }
+                    td { (t.kind) @if let Some(s) = &t.signal { br; span.muted { "signal " code { (s.signal_type) } } } }
+                    td { @match &t.workflow { Some(w) => { a href={ "/ui/definitions/" (w) } { (w) } }, None => { span.muted { "—" } } } }
+                    td { (or_dash(t.next_firing.as_ref())) }
+                    td { (or_dash(t.last_firing.as_ref())) }
+                    td {
+                        @match &t.last_error {
+                            Some(e) => { span.error { (e) } @if let Some(at) = &t.last_error_at { br; span.muted { "at " (at) } } },
+                            None => { span.muted { "—" } },
+                        }
+                    }
                 } } }
             } }
         }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use maud::{Markup, html};
 
 use crate::compile::Plan;
+use crate::model::StepStatus;
 
 const W: usize = 170;
 const H: usize = 38;
@@ -35,10 +36,11 @@ fn short(name: &str) -> String {
     }
 }
 
-/// `status` names each step's status by step id; `link` makes each box's URL.
+/// `status` names each step's status by step id (none: a definition's graph); `link` makes
+/// each box's URL.
 pub fn svg(
     plan: &Plan,
-    status: &HashMap<String, String>,
+    status: &HashMap<&str, StepStatus>,
     selected: Option<&str>,
     link: impl Fn(&str) -> String,
 ) -> Markup {
@@ -80,7 +82,7 @@ pub fn svg(
             @for &i in &plan.order {
                 @let step = &steps[i];
                 @let (x, y) = pos.get(&i).copied().unwrap_or_default();
-                @let st = status.get(&step.id).map_or("PENDING", String::as_str);
+                @let st = status.get(step.id.as_str()).map_or("PENDING", |s| s.as_str());
                 @let class = if selected == Some(step.id.as_str()) { format!("st-{st} selected") } else { format!("st-{st}") };
                 a href=(link(&step.id)) aria-label={ (step.id) ": " (step.kind.type_name()) ", " (st.to_ascii_lowercase()) } data-step=(step.id) {
                     title { (step.id) " (" (step.kind.type_name()) "): " (st) }
