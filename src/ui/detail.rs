@@ -176,10 +176,10 @@ fn graph_tab(l: &Loaded, step: Option<&str>) -> Markup {
         .iter()
         .map(|s| (s.name.as_str(), s.status))
         .collect();
-    let id = &l.run().id;
     html! {
         p.muted { "Select a step to see its attempts." }
-        div.graph { (graph::svg(&l.compiled.plan, &status, step, |s| format!("{}#attempts", url(id, "graph", Some(s))))) }
+        // Relative to this run's page: 500 boxes repeat it.
+        div.graph { (graph::svg(&l.compiled.plan, &status, step, |s| format!("?tab=graph&step={s}#attempts"))) }
         @if let Some(s) = step { (attempts(l, s)) }
     }
 }

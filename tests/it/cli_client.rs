@@ -35,6 +35,17 @@ async fn cli_async(dir: &Path, args: &[&str]) -> Output {
     .unwrap()
 }
 
+/// A fresh folder whose embedded store holds these definitions (`(file name, YAML)`).
+async fn applied(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, yaml) in files {
+        std::fs::write(dir.path().join(name), yaml).unwrap();
+    }
+    let o = cli_async(dir.path(), &["definitions", "apply", "."]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    dir
+}
+
 fn json_out(o: &Output) -> Value {
     assert_eq!(o.status.code(), Some(0), "{}", show(o));
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(o)))
@@ -288,10 +299,7 @@ async fn with_a_server_on_the_db_reads_stay_local_and_changes_go_to_the_server()
     use stepwise::engine::{Engine, EngineConfig};
     use stepwise::store::{SqliteStore, Synchronous};
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("approve.yaml"), APPROVE).unwrap();
-    let o = cli_async(dir.path(), &["definitions", "apply", "approve.yaml"]).await;
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let dir = applied(&[("approve.yaml", APPROVE)]).await;
     let run = json_out(
         &cli_async(
             dir.path(),
@@ -432,10 +440,7 @@ const ORDER: &str = "id: order\ninput: {type: object, required: [orderId], prope
 #[tokio::test(flavor = "multi_thread")]
 async fn signals_send_reaches_the_waiting_run_here_and_on_a_server() {
     // On the embedded store: the engine runs here until the reached run settles.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("order.yaml"), ORDER).unwrap();
-    let o = cli_async(dir.path(), &["definitions", "apply", "order.yaml"]).await;
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let dir = applied(&[("order.yaml", ORDER)]).await;
     let run = json_out(
         &cli_async(
             dir.path(),

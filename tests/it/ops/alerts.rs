@@ -235,26 +235,28 @@ fn serve(dir: &std::path::Path) -> Served {
     Served(child, format!("http://{addr}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_alert_is_delivered_once_across_kill_9() {
-    let receiver = TestServer::start().await;
+/// The real server on a fresh folder whose workflow `doomed` fails and alerts the
+/// receiver's `alert_path`; one run of it, failed.
+async fn doomed_server(
+    receiver: &TestServer,
+    alert_path: &str,
+) -> (tempfile::TempDir, Served, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("defs")).unwrap();
-    // The receiver refuses the first two attempts: one before the kill, one after.
     std::fs::write(
         dir.path().join("defs/doomed.yaml"),
         format!(
             "id: doomed\non_failure:\n  webhook: {{url: \"{}\"}}\nsteps:\n  - id: call\n    type: action\n    uses: http\n    with: {{url: \"{}\"}}\n",
-            receiver.url("/flaky/2"),
+            receiver.url(alert_path),
             receiver.url("/status/500")
         ),
     )
     .unwrap();
-    let mut first = serve(dir.path());
+    let served = serve(dir.path());
     let http = reqwest::Client::new();
     let created: Value = until("the definition to load", async || {
         let r = http
-            .post(format!("{}/v1/workflow-runs?wait=10s", first.1))
+            .post(format!("{}/v1/workflow-runs?wait=10s", served.1))
             .json(&json!({"definitionId": "doomed"}))
             .send()
             .await
@@ -264,6 +266,14 @@ async fn an_alert_is_delivered_once_across_kill_9() {
     .await;
     assert_eq!(created["data"]["status"], "FAILED", "{created}");
     let run_id = created["data"]["id"].as_str().unwrap().to_string();
+    (dir, served, run_id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_is_delivered_once_across_kill_9() {
+    let receiver = TestServer::start().await;
+    // The receiver refuses the first two attempts: one before the kill, one after.
+    let (dir, mut first, run_id) = doomed_server(&receiver, "/flaky/2").await;
     let alert_calls = || {
         receiver
             .seen()
@@ -319,31 +329,7 @@ async fn an_alert_is_delivered_once_across_kill_9() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alert_cut_off_by_kill_9_mid_delivery_is_sent_again_with_its_key() {
     let receiver = TestServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("defs")).unwrap();
-    std::fs::write(
-        dir.path().join("defs/doomed.yaml"),
-        format!(
-            "id: doomed\non_failure:\n  webhook: {{url: \"{}\"}}\nsteps:\n  - id: call\n    type: action\n    uses: http\n    with: {{url: \"{}\"}}\n",
-            receiver.url("/hold-first"),
-            receiver.url("/status/500")
-        ),
-    )
-    .unwrap();
-    let mut first = serve(dir.path());
-    let http = reqwest::Client::new();
-    let created: Value = until("the definition to load", async || {
-        let r = http
-            .post(format!("{}/v1/workflow-runs?wait=10s", first.1))
-            .json(&json!({"definitionId": "doomed"}))
-            .send()
-            .await
-            .ok()?;
-        (r.status().as_u16() == 201).then_some(r.json().await.ok()?)
-    })
-    .await;
-    assert_eq!(created["data"]["status"], "FAILED", "{created}");
-    let run_id = created["data"]["id"].as_str().unwrap().to_string();
+    let (dir, mut first, run_id) = doomed_server(&receiver, "/hold-first").await;
     let calls = || {
         receiver
             .seen()
