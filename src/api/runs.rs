@@ -18,6 +18,7 @@ use super::extract::{Json, Path, Query, field};
 use super::schemas::{Envelope, ErrorBody, Paged};
 use super::state::AppState;
 use super::views::{self, HookView, RunDetail, RunView};
+use crate::bulk::Action;
 use crate::engine::{Compiled, CreateRun, Resume};
 use crate::store::RunRecord;
 
@@ -329,16 +330,20 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = state
-        .engine
-        .cancel_by(&caller.workspace_id, &id, Some(&caller.actor))
-        .await;
-    answer(run)
+    act(&state, &caller, &id, Action::Cancel).await
 }
 
-/// A run changed by a command: 200 with the run as it is now.
-fn answer(run: Result<RunRecord, crate::engine::EngineError>) -> Result<Response, ApiError> {
-    Ok(ok(StatusCode::OK, RunView::new(&run?)))
+/// Cancel or retry as the caller: 200 with the run as it is now.
+async fn act(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    action: Action,
+) -> Result<Response, ApiError> {
+    let run = action
+        .on(&state.engine, &caller.workspace_id, id, Some(&caller.actor))
+        .await?;
+    Ok(ok(StatusCode::OK, RunView::new(&run)))
 }
 
 /// Seed 003's DELETE: the same as `POST …/cancel`.
@@ -457,8 +462,8 @@ pub async fn resume(
     let run = state
         .engine
         .resume(&caller.workspace_id, &id, resume, &caller.actor)
-        .await;
-    answer(run)
+        .await?;
+    Ok(ok(StatusCode::OK, RunView::new(&run)))
 }
 
 #[utoipa::path(
@@ -480,11 +485,7 @@ pub async fn retry(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = state
-        .engine
-        .retry_by(&caller.workspace_id, &id, Some(&caller.actor))
-        .await;
-    answer(run)
+    act(&state, &caller, &id, Action::Retry).await
 }
 
 #[utoipa::path(

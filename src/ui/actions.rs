@@ -17,6 +17,7 @@ use super::layout::{self, Nav};
 use super::session::{Change, Viewer};
 use crate::api::AppState;
 use crate::api::views::RunView;
+use crate::bulk::Action;
 use crate::definition::{Step, StepKind};
 use crate::engine::{CreateRun, EngineError, Resume, violations};
 use crate::model::{RunStatus, StepStatus};
@@ -154,12 +155,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     change: Change,
 ) -> Response {
-    let v = &change.viewer;
-    let done = state
-        .engine
-        .cancel_by(&v.workspace_id, &id, Some(&v.actor))
-        .await;
-    answer(&state, &change, &id, done.map(drop).map_err(Refusal::from)).await
+    act(&state, &change, &id, Action::Cancel).await
 }
 
 pub async fn retry(
@@ -167,12 +163,16 @@ pub async fn retry(
     Path(id): Path<String>,
     change: Change,
 ) -> Response {
+    act(&state, &change, &id, Action::Retry).await
+}
+
+/// Cancel or retry, as the person signed in.
+async fn act(state: &AppState, change: &Change, id: &str, action: Action) -> Response {
     let v = &change.viewer;
-    let done = state
-        .engine
-        .retry_by(&v.workspace_id, &id, Some(&v.actor))
+    let done = action
+        .on(&state.engine, &v.workspace_id, id, Some(&v.actor))
         .await;
-    answer(&state, &change, &id, done.map(drop).map_err(Refusal::from)).await
+    answer(state, change, id, done.map(drop).map_err(Refusal::from)).await
 }
 
 pub async fn decide(
