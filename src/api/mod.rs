@@ -5,7 +5,7 @@
 mod agents;
 mod auth;
 mod bulk;
-mod definitions;
+pub(crate) mod definitions;
 mod envelope;
 mod error;
 mod extract;

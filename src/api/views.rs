@@ -370,8 +370,8 @@ pub struct DefinitionView {
     #[schema(required = true)]
     pub label: Option<String>,
     pub hash: String,
-    #[schema(format = DateTime)]
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Time,
 }
 
 impl DefinitionView {
@@ -382,7 +382,7 @@ impl DefinitionView {
             version: d.version,
             label: d.label.clone(),
             hash: d.hash.clone(),
-            created_at: time(d.created_at),
+            created_at: Time(d.created_at),
         }
     }
 }
