@@ -139,6 +139,8 @@ async fn bench(sync: Synchronous, runs: usize, samples: usize, lookup_first: boo
                 payload: json!({"amount": 1}),
                 via: "bench".into(),
                 start: None,
+                // As a webhook sends it: with a delivery id, looked up and recorded.
+                delivery: Some(format!("api:bench-{i}")),
             })
             .await
             .expect("signal");

@@ -53,6 +53,24 @@ async fn measure(app: &axum::Router, label: &str, path: &str, n: usize) -> usize
     size
 }
 
+/// The bytes of the CSS and JS every page loads.
+async fn assets(app: &axum::Router) -> usize {
+    let mut total = 0;
+    for file in ["htmx.min.js", "ui.css", "ui.js"] {
+        let (_, n) = get(app, &format!("/ui/assets/{file}")).await;
+        total += n;
+    }
+    total
+}
+
+fn weight(page: &str, html: usize, assets: usize) {
+    println!(
+        "page weight: {page}: HTML {html} + CSS/JS {assets} = {} bytes ({:.1} KB, uncompressed)",
+        html + assets,
+        (html + assets) as f64 / 1024.0
+    );
+}
+
 /// `runs` finished and paused runs, written straight into the store in big batches.
 fn fill(store: &SqliteStore, definition_id: &str, runs: usize) {
     let start = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 30);
@@ -126,37 +144,65 @@ fn main() {
         let path = dir.path().join("history.db");
         let store = SqliteStore::open(&path, Synchronous::Normal).expect("store");
         let (def, _) = store
-            .put_definition(DEFAULT_WORKSPACE, "bench", None, DEF, jiff::Timestamp::now())
+            .put_definition(
+                DEFAULT_WORKSPACE,
+                "bench",
+                None,
+                DEF,
+                jiff::Timestamp::now(),
+            )
             .expect("definition");
         let t = Instant::now();
         fill(&store, &def.version_id, runs);
-        println!("filled the store with {runs} runs in {:.1} s", t.elapsed().as_secs_f64());
-        let engine = Engine::read_only(Arc::new(store), Arc::new(SystemClock), EngineConfig::default());
+        println!(
+            "filled the store with {runs} runs in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let engine = Engine::read_only(
+            Arc::new(store),
+            Arc::new(SystemClock),
+            EngineConfig::default(),
+        );
         let app = router(AppState::new(engine, true, None));
         let html = measure(&app, "History, first page (25 runs)", "/ui/runs", 50).await;
-        measure(&app, "History, first page, status=FAILED", "/ui/runs?status=FAILED", 50).await;
-        measure(&app, "History, first page, status=PAUSED", "/ui/runs?status=PAUSED", 50).await;
-        measure(&app, "History, first page, trigger=webhook", "/ui/runs?trigger=webhook", 20).await;
+        measure(
+            &app,
+            "History, first page, status=FAILED",
+            "/ui/runs?status=FAILED",
+            50,
+        )
+        .await;
+        measure(
+            &app,
+            "History, first page, status=PAUSED",
+            "/ui/runs?status=PAUSED",
+            50,
+        )
+        .await;
+        measure(
+            &app,
+            "History, first page, trigger=webhook",
+            "/ui/runs?trigger=webhook",
+            20,
+        )
+        .await;
         measure(&app, "History, page 100", "/ui/runs?page=100", 20).await;
         measure(&app, "History, text search", "/ui/runs?q=user4242%40", 10).await;
         measure(&app, "Approvals inbox", "/ui/approvals", 20).await;
 
         // Page weight: History's HTML plus everything it loads.
-        let mut assets = 0;
-        for file in ["htmx.min.js", "ui.css", "ui.js"] {
-            let (_, n) = get(&app, &format!("/ui/assets/{file}")).await;
-            assets += n;
-        }
-        println!(
-            "page weight: History HTML {html} + CSS/JS {assets} = {} bytes ({:.1} KB, uncompressed)",
-            html + assets,
-            (html + assets) as f64 / 1024.0
-        );
+        let assets = assets(&app).await;
+        weight("History", html, assets);
 
         // A 500-step run, executed by a real engine.
-        let store = SqliteStore::open(&dir.path().join("long.db"), Synchronous::Normal).expect("store");
-        let engine = Engine::start(Arc::new(store), Arc::new(SystemClock), EngineConfig::default())
-            .expect("engine");
+        let store =
+            SqliteStore::open(&dir.path().join("long.db"), Synchronous::Normal).expect("store");
+        let engine = Engine::start(
+            Arc::new(store),
+            Arc::new(SystemClock),
+            EngineConfig::default(),
+        )
+        .expect("engine");
         engine
             .apply_definition(DEFAULT_WORKSPACE, "long.yaml", &long_definition(500))
             .await
@@ -173,15 +219,38 @@ fn main() {
             .await
             .expect("create");
         let done = engine
-            .wait_for(DEFAULT_WORKSPACE, &run.id, Duration::from_secs(300), |s| s.is_terminal())
+            .wait_for(DEFAULT_WORKSPACE, &run.id, Duration::from_secs(300), |s| {
+                s.is_terminal()
+            })
             .await
             .expect("wait");
         assert_eq!(done.status, RunStatus::Completed);
         let app = router(AppState::new(engine.clone(), true, None));
+        let mut heaviest = ("", 0);
         for tab in ["overview", "graph", "timeline", "metadata", "trace"] {
-            measure(&app, &format!("500-step run, {tab} tab"), &format!("/ui/runs/{}?tab={tab}", run.id), 20).await;
+            let html = measure(
+                &app,
+                &format!("500-step run, {tab} tab"),
+                &format!("/ui/runs/{}?tab={tab}", run.id),
+                20,
+            )
+            .await;
+            if html > heaviest.1 {
+                heaviest = (tab, html);
+            }
         }
-        measure(&app, "500-step run, graph tab with a step's attempts", &format!("/ui/runs/{}?tab=graph&step=s250", run.id), 20).await;
+        weight(
+            &format!("500-step run, {} tab (the heaviest)", heaviest.0),
+            heaviest.1,
+            assets,
+        );
+        measure(
+            &app,
+            "500-step run, graph tab with a step's attempts",
+            &format!("/ui/runs/{}?tab=graph&step=s250", run.id),
+            20,
+        )
+        .await;
         engine.shutdown().await;
     });
 }

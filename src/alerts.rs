@@ -1,12 +1,18 @@
 //! Failure alert delivery: reads due alerts from the store, POSTs a webhook or starts a
 //! workflow, and hands each attempt's result to the scheduler, which writes it with the
-//! run's trace event. Nothing here writes.
+//! run's trace event. The one write here is the claim.
 //!
 //! An alert row is created in the same commit as the run's failure, so every failure has
-//! its alerts, once (ids are derived from the run, its attempt and the target). A webhook
-//! carries the alert id as `Idempotency-Key`: after a crash between the receiver's answer
-//! and the commit of its result, the attempt is made again with the same key. A workflow
-//! alert starts its run with the idempotency key `alert:<id>`, so it starts exactly once.
+//! its alerts, once (ids are derived from the run, its attempt and the target). Before each
+//! attempt the alert is claimed in the store ([`crate::store::Store::claim_alert`]): its
+//! attempt is counted and its next try moved past the attempt's time limit, in one
+//! statement, so no two processes deliver it at once, and a process killed mid-delivery
+//! leaves it to be tried again once that lease ends. A webhook carries the alert id as
+//! `Idempotency-Key` and the attempt as `Stepwise-Alert-Attempt`: every copy a receiver
+//! gets of one alert has the same key and body, and a copy after the first comes only when
+//! the result of the one before was not recorded (no answer, 408, 409, 429, 5xx, or a
+//! crash before the answer was written). A workflow alert starts its run with the
+//! idempotency key `alert:<id>`, so it starts exactly once.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -19,8 +25,10 @@ use crate::store::AlertRecord;
 
 /// How often due alerts are looked for.
 const POLL: Duration = Duration::from_millis(250);
-/// Limit of one webhook delivery.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A claim lasts the attempt's time limit plus this, time to record its result.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// The header that counts a webhook alert's attempts (1, 2, …).
+pub const ATTEMPT_HEADER: &str = "stepwise-alert-attempt";
 
 /// Deliver due alerts until the engine stops. Called by `Engine::start`.
 pub(crate) fn spawn(engine: Engine) {
@@ -48,16 +56,23 @@ pub(crate) fn spawn(engine: Engine) {
                 Err(_) => continue,
             };
             for alert in due {
-                let claimed = in_flight
+                let mine = in_flight
                     .lock()
                     .map(|mut f| f.insert(alert.id.clone()))
                     .unwrap_or(false);
-                if !claimed {
+                if !mine {
                     continue;
                 }
                 let (engine, http, in_flight) = (engine.clone(), http.clone(), in_flight.clone());
                 tokio::spawn(async move {
                     let id = alert.id.clone();
+                    let claimed = claim(&engine, &id).await;
+                    let Some(alert) = claimed else {
+                        if let Ok(mut f) = in_flight.lock() {
+                            f.remove(&id);
+                        }
+                        return;
+                    };
                     let outcome = deliver(&engine, &http, &alert).await;
                     if let Err(e) = engine.alert_done(alert, outcome).await {
                         // Still pending in the store: attempted again.
@@ -70,6 +85,25 @@ pub(crate) fn spawn(engine: Engine) {
             }
         }
     });
+}
+
+/// The alert, claimed for one attempt (its `attempts` counts this one); `None` when another
+/// process has it or it is no longer due.
+async fn claim(engine: &Engine, id: &str) -> Option<AlertRecord> {
+    let now = engine.clock().now();
+    let lease = engine.config().alert_timeout + LEASE_MARGIN;
+    let until = jiff::SignedDuration::try_from(lease)
+        .ok()
+        .and_then(|d| now.checked_add(d).ok())?;
+    let (store, id) = (engine.store().clone(), id.to_string());
+    match blocking(move || store.claim_alert(&id, now, until)).await {
+        Ok(Ok(claimed)) => claimed,
+        Ok(Err(e)) => {
+            tracing::warn!("cannot claim a failure alert: {e}");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 async fn deliver(engine: &Engine, http: &reqwest::Client, alert: &AlertRecord) -> AlertOutcome {
@@ -110,8 +144,9 @@ async fn webhook(engine: &Engine, http: &reqwest::Client, alert: &AlertRecord) -
     };
     let mut req = http
         .post(&url)
-        .timeout(DELIVERY_TIMEOUT)
+        .timeout(engine.config().alert_timeout)
         .header("idempotency-key", &alert.id)
+        .header(ATTEMPT_HEADER, alert.attempts.to_string())
         .json(&alert.body);
     if let Some(headers) = alert.target["headers"].as_object() {
         for (k, v) in headers {
@@ -132,7 +167,9 @@ async fn webhook(engine: &Engine, http: &reqwest::Client, alert: &AlertRecord) -
             let text = format!("the receiver answered {status}");
             match status {
                 200..=299 => AlertOutcome::Delivered(json!({"status": status})),
-                408 | 429 | 500..=599 => AlertOutcome::Retry(text),
+                // 409: the receiver is still working on this Idempotency-Key (an earlier
+                // copy); asked again later, it answers that copy's result.
+                408 | 409 | 429 | 500..=599 => AlertOutcome::Retry(text),
                 _ => AlertOutcome::Fail(text),
             }
         }

@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::engine::{Engine, EngineError, Result, blocking};
 use crate::metrics::Metrics;
 use crate::model::RunStatus;
-use crate::store::{BulkRecord, RunSelection};
+use crate::store::{BulkRecord, RunRecord, RunSelection};
 
 /// Runs acted on per batch (concurrently, so the scheduler commits them together).
 const BATCH: usize = 100;
@@ -38,6 +38,21 @@ impl Action {
         match self {
             Action::Cancel => "cancel",
             Action::Retry => "retry",
+        }
+    }
+
+    /// Cancel or retry one run, recording who asked (`by`) in its trace: the one call the
+    /// API, the web UI and bulk operations make.
+    pub async fn on(
+        self,
+        engine: &Engine,
+        workspace_id: &str,
+        run_id: &str,
+        by: Option<&str>,
+    ) -> Result<RunRecord> {
+        match self {
+            Action::Cancel => engine.cancel_by(workspace_id, run_id, by).await,
+            Action::Retry => engine.retry_by(workspace_id, run_id, by).await,
         }
     }
 }
@@ -260,11 +275,7 @@ enum Done {
 }
 
 async fn act(engine: &Engine, workspace_id: &str, action: Action, run_id: &str) -> Done {
-    let r = match action {
-        Action::Cancel => engine.cancel(workspace_id, run_id).await,
-        Action::Retry => engine.retry(workspace_id, run_id).await,
-    };
-    match r {
+    match action.on(engine, workspace_id, run_id, None).await {
         Ok(_) => Done::Succeeded,
         Err(EngineError::Conflict(_) | EngineError::NotFound(_)) => Done::Skipped,
         Err(EngineError::Unavailable(_) | EngineError::ShuttingDown) => Done::Again,

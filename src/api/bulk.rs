@@ -5,13 +5,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::envelope::ok;
 use super::error::ApiError;
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, field};
 use super::schemas::{Envelope, ErrorBody, True};
 use super::state::AppState;
 use crate::bulk::{self, Action, Filter, Operation};
@@ -53,22 +53,13 @@ fn action(v: Option<Value>) -> Result<Action, ApiError> {
 }
 
 fn filter(v: Option<Value>) -> Result<Filter, ApiError> {
-    let map = match v {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => return Err(ApiError::field("filter", "filter must be an object")),
+    let Value::Object(map) = field("filter", v).object()? else {
+        return Ok(Filter::default());
     };
     let mut f = Filter::default();
     for (k, v) in map {
         let field = format!("filter.{k}");
-        let text = || {
-            v.as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    ApiError::field(&field, format!("{field} must be a non-empty string"))
-                })
-        };
+        let text = || self::field(&field, Some(v.clone())).required_text();
         let time = |s: String| {
             s.parse::<jiff::Timestamp>()
                 .map_err(|_| ApiError::field(&field, format!("{field} must be an RFC 3339 time")))
@@ -116,11 +107,7 @@ pub async fn start(
 ) -> Result<Response, ApiError> {
     let action = action(body.action)?;
     let filter = filter(body.filter)?;
-    let dry_run = match body.dry_run {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(ApiError::field("dryRun", "dryRun must be a boolean")),
-    };
+    let dry_run = field("dryRun", body.dry_run).flag()?;
     let engine = &state.engine;
     if dry_run {
         let count = bulk::count(engine, &caller.workspace_id, action, &filter).await?;

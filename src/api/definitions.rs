@@ -154,13 +154,21 @@ pub async fn apply(
     )
 )]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    Ok(ok(
+        StatusCode::OK,
+        views(&state, &caller.workspace_id).await?,
+    ))
+}
+
+/// The latest version of every definition: `GET /v1/workflow-definitions` answers it and
+/// the web UI's Workflows page renders it.
+pub async fn views(state: &AppState, workspace_id: &str) -> Result<Vec<DefinitionView>, ApiError> {
     let store = state.engine.store().clone();
-    let ws = caller.workspace_id.clone();
+    let ws = workspace_id.to_string();
     let defs = tokio::task::spawn_blocking(move || store.list_definitions(&ws))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let data: Vec<DefinitionView> = defs.iter().map(DefinitionView::new).collect();
-    Ok(ok(StatusCode::OK, data))
+    Ok(defs.iter().map(DefinitionView::new).collect())
 }
 
 #[utoipa::path(
@@ -181,9 +189,22 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    Ok(ok(
+        StatusCode::OK,
+        detail(&state, &caller.workspace_id, &id).await?,
+    ))
+}
+
+/// A definition (a slug's latest version, or an exact `wfdef_` id) with its source and
+/// every version: `GET /v1/workflow-definitions/{id}` answers it and the web UI's workflow
+/// page renders it.
+pub async fn detail(
+    state: &AppState,
+    workspace_id: &str,
+    id: &str,
+) -> Result<DefinitionDetail, ApiError> {
     let store = state.engine.store().clone();
-    let ws = caller.workspace_id.clone();
-    let key = id.clone();
+    let (ws, key) = (workspace_id.to_string(), id.to_string());
     let found = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
         let Some(d) = store.definition(&ws, &key)? else {
             return Ok(None);
@@ -198,12 +219,9 @@ pub async fn get(
             "workflow definition `{id}` not found"
         )));
     };
-    Ok(ok(
-        StatusCode::OK,
-        DefinitionDetail {
-            definition: DefinitionView::new(&d),
-            source: d.source.clone(),
-            versions: versions.iter().map(DefinitionView::new).collect(),
-        },
-    ))
+    Ok(DefinitionDetail {
+        definition: DefinitionView::new(&d),
+        source: d.source,
+        versions: versions.iter().map(DefinitionView::new).collect(),
+    })
 }

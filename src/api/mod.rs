@@ -5,7 +5,7 @@
 mod agents;
 mod auth;
 mod bulk;
-mod definitions;
+pub(crate) mod definitions;
 mod envelope;
 mod error;
 mod extract;
@@ -16,11 +16,11 @@ mod mcp;
 mod openapi;
 mod ops;
 mod origin;
-mod runs;
+pub(crate) mod runs;
 pub mod schemas;
 mod signals;
 mod state;
-mod triggers;
+pub(crate) mod triggers;
 pub mod views;
 
 use axum::Router;

@@ -1,6 +1,7 @@
 //! `/v1/workflow-runs`: the seeds' contract.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -13,11 +14,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::envelope::{ok, page, run_query};
 use super::error::ApiError;
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, Path, Query, field};
 use super::schemas::{Envelope, ErrorBody, Paged};
 use super::state::AppState;
 use super::views::{self, HookView, RunDetail, RunView};
-use crate::engine::{CreateRun, Resume};
+use crate::bulk::Action;
+use crate::engine::{Compiled, CreateRun, Resume};
 use crate::store::RunRecord;
 
 /// Longest `?wait=` a request may hold.
@@ -151,26 +153,11 @@ pub async fn create(
     Json(body): Json<CreateBody>,
 ) -> Result<Response, ApiError> {
     let wait = parse_wait(&q)?;
-    let definition = match body.definition_id {
-        None | Some(Value::Null) => {
-            return Err(ApiError::field("definitionId", "definitionId is required"));
-        }
-        Some(Value::String(s)) if !s.trim().is_empty() => s,
-        Some(_) => {
-            return Err(ApiError::field(
-                "definitionId",
-                "definitionId must be a non-empty string",
-            ));
-        }
-    };
-    let input = match body.input {
-        None | Some(Value::Null) => json!({}),
-        Some(v @ Value::Object(_)) => v,
-        Some(_) => return Err(ApiError::field("input", "input must be an object")),
-    };
+    let definition = field("definitionId", body.definition_id).required_text()?;
+    let input = field("input", body.input).object()?;
+    // Its length and reserved prefixes are the engine's to check, for every caller.
     let idempotency_key = match body.idempotency_key {
         None | Some(Value::Null) => None,
-        // Its length and reserved prefixes are the engine's to check, for every caller.
         Some(Value::String(k)) => Some(k),
         Some(_) => {
             return Err(ApiError::field(
@@ -237,12 +224,14 @@ pub async fn list(
     page(&state, query, RunView::new).await
 }
 
-/// The full view of a run: the list fields plus steps, trigger and, on request, the trace.
+/// The full view of a run: the list fields plus steps, trigger and, on request, the trace;
+/// with the plan it is pinned to. `GET /v1/workflow-runs/{id}` answers it and the web UI's
+/// run page renders it.
 pub async fn detail(
     state: &AppState,
     run: &RunRecord,
     include: &[&str],
-) -> Result<RunDetail, ApiError> {
+) -> Result<(RunDetail, Arc<Compiled>), ApiError> {
     let store = state.engine.store().clone();
     let id = run.id.clone();
     let want_trace = include.contains(&"trace");
@@ -263,14 +252,15 @@ pub async fn detail(
         .compiled(&run.workspace_id, &run.definition_id)
         .await?;
     let want_usage = include.contains(&"usage") || include.contains(&"steps");
-    Ok(RunDetail {
+    let detail = RunDetail {
         run: RunView::new(run),
         steps: views::step_views(&compiled, &steps),
         trigger: run.trigger.clone(),
         actor: run.trigger.get("actor").cloned().unwrap_or(Value::Null),
         usage: want_usage.then(|| views::usage_view(&steps, &state.prices)),
         trace: events.map(|e| views::trace_events(&e)),
-    })
+    };
+    Ok((detail, compiled))
 }
 
 pub fn includes(q: &HashMap<String, String>) -> Result<Vec<&str>, ApiError> {
@@ -318,7 +308,7 @@ pub async fn get(
         Some(d) => settle(&state, &caller, &id, d).await?,
         None => state.engine.run(&caller.workspace_id, &id).await?,
     };
-    Ok(ok(StatusCode::OK, detail(&state, &run, &include).await?))
+    Ok(ok(StatusCode::OK, detail(&state, &run, &include).await?.0))
 }
 
 #[utoipa::path(
@@ -340,9 +330,18 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = state
-        .engine
-        .cancel_by(&caller.workspace_id, &id, Some(&caller.actor))
+    act(&state, &caller, &id, Action::Cancel).await
+}
+
+/// Cancel or retry as the caller: 200 with the run as it is now.
+async fn act(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    action: Action,
+) -> Result<Response, ApiError> {
+    let run = action
+        .on(&state.engine, &caller.workspace_id, id, Some(&caller.actor))
         .await?;
     Ok(ok(StatusCode::OK, RunView::new(&run)))
 }
@@ -414,39 +413,21 @@ fn resume_request(body: ResumeBody) -> Result<Resume, ApiError> {
             input: value,
         });
     }
-    if let Some(step) = body.step {
-        let step = step
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::field("step", "step must be a step name"))?;
+    if let Some(step) = field("step", body.step).text()? {
         let input = body
             .input
             .ok_or_else(|| ApiError::field("input", "input is required with step"))?;
-        return Ok(Resume::Approval {
-            step: step.to_string(),
-            input,
-        });
+        return Ok(Resume::Approval { step, input });
     }
-    let signal_type = match body.signal_type {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        Some(_) => {
-            return Err(ApiError::field(
-                "signalType",
-                "signalType must be a non-empty string",
-            ));
-        }
-        None => {
-            return Err(ApiError::field(
+    let signal_type = field("signalType", body.signal_type)
+        .text()?
+        .ok_or_else(|| {
+            ApiError::field(
                 "signalType",
                 "signalType is required (or step and input to answer an approval)",
-            ));
-        }
-    };
-    let payload = match body.payload {
-        None | Some(Value::Null) => json!({}),
-        Some(p @ Value::Object(_)) => p,
-        Some(_) => return Err(ApiError::field("payload", "payload must be an object")),
-    };
+            )
+        })?;
+    let payload = field("payload", body.payload).object()?;
     Ok(Resume::Signal {
         signal_type,
         payload,
@@ -504,11 +485,7 @@ pub async fn retry(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = state
-        .engine
-        .retry_by(&caller.workspace_id, &id, Some(&caller.actor))
-        .await?;
-    Ok(ok(StatusCode::OK, RunView::new(&run)))
+    act(&state, &caller, &id, Action::Retry).await
 }
 
 #[utoipa::path(

@@ -5,22 +5,22 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::envelope::ok;
 use super::error::ApiError;
-use super::extract::Json;
+use super::extract::{Json, field};
 use super::schemas::{Envelope, ErrorBody};
 use super::state::AppState;
 use super::views::RunView;
-use crate::engine::{SendSignal, SignalOutcome};
+use crate::engine::{MAX_DELIVERY_ID, SendSignal, SignalOutcome};
 
 /// Fields are read as JSON values so that a wrong type is answered with the field's name.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[schema(as = SendSignal, example = json!({"signalType": "payment.confirmed", "correlate": "order-42", "payload": {"amount": 120}}))]
+#[schema(as = SendSignal, example = json!({"signalType": "payment.confirmed", "correlate": "order-42", "payload": {"amount": 120}, "idempotencyKey": "evt_1042"}))]
 pub struct SignalBody {
     #[schema(value_type = String, min_length = 1, max_length = 128, required = true, nullable = false)]
     signal_type: Option<Value>,
@@ -30,6 +30,10 @@ pub struct SignalBody {
     /// Validated against each reached step's schema (defaults to {}).
     #[schema(value_type = Object, required = false)]
     payload: Option<Value>,
+    /// Deliver this signal once: the same key again (within 7 days) delivers nothing and
+    /// answers what the first did, with `duplicate: true`.
+    #[schema(value_type = String, min_length = 1, max_length = 251, required = false)]
+    idempotency_key: Option<Value>,
 }
 
 /// The runs a signal reached.
@@ -42,6 +46,9 @@ pub struct SignalResult {
     pub reached: Vec<RunView>,
     /// No step waited; the signal is kept for a step with `buffer` that starts later.
     pub buffered: bool,
+    /// A delivery handled before (the same `Idempotency-Key`, or a webhook's redelivery):
+    /// nothing was delivered again; `reached` lists the runs the first delivery reached.
+    pub duplicate: bool,
 }
 
 #[utoipa::path(
@@ -62,32 +69,26 @@ pub async fn send(
     caller: Caller,
     Json(body): Json<SignalBody>,
 ) -> Result<Response, ApiError> {
-    let signal_type = match body.signal_type {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        Some(_) => {
-            return Err(ApiError::field(
-                "signalType",
-                "signalType must be a non-empty string",
-            ));
-        }
-        None => return Err(ApiError::field("signalType", "signalType is required")),
-    };
-    let correlate = match body.correlate {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        Some(Value::Number(n)) => n.to_string(),
-        Some(_) => {
-            return Err(ApiError::field(
-                "correlate",
-                "correlate must be a non-empty string (or a number)",
-            ));
-        }
-        None => return Err(ApiError::field("correlate", "correlate is required")),
-    };
-    let payload = match body.payload {
-        None | Some(Value::Null) => json!({}),
-        Some(p @ Value::Object(_)) => p,
-        Some(_) => return Err(ApiError::field("payload", "payload must be an object")),
-    };
+    let signal_type = field("signalType", body.signal_type).required_text()?;
+    let correlate = field("correlate", body.correlate)
+        .text_or_number()?
+        .ok_or_else(|| ApiError::field("correlate", "correlate is required"))?;
+    let payload = field("payload", body.payload).object()?;
+    let delivery = field("idempotencyKey", body.idempotency_key)
+        .text()?
+        .map(|k| {
+            if k.chars().count() > MAX_DELIVERY_ID - 4 {
+                return Err(ApiError::field(
+                    "idempotencyKey",
+                    format!(
+                        "idempotencyKey must be at most {} characters",
+                        MAX_DELIVERY_ID - 4
+                    ),
+                ));
+            }
+            Ok(format!("api:{k}"))
+        })
+        .transpose()?;
     let out = state
         .engine
         .signal(SendSignal {
@@ -97,6 +98,7 @@ pub async fn send(
             payload,
             via: caller.actor.clone(),
             start: None,
+            delivery,
         })
         .await?;
     Ok(ok(StatusCode::OK, outcome(&signal_type, &correlate, &out)))
@@ -109,5 +111,6 @@ pub fn outcome(signal_type: &str, correlate: &str, out: &SignalOutcome) -> Signa
         correlate: correlate.to_string(),
         reached: out.reached.iter().map(RunView::new).collect(),
         buffered: out.buffered,
+        duplicate: out.duplicate,
     }
 }

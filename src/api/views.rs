@@ -3,6 +3,8 @@
 //! `/openapi.json` is the shape handlers send. The functions returning `Value`/`Map` are the
 //! same views for callers that add fields.
 
+use std::collections::HashMap;
+
 use indexmap::IndexMap;
 use jiff::Timestamp;
 use serde::Serialize;
@@ -20,8 +22,19 @@ pub fn time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-fn opt_time(t: Option<Timestamp>) -> Option<String> {
-    t.map(time)
+/// A time in a view: written as [`time`] on the wire, kept typed for the web UI, which
+/// renders the same views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Time(pub Timestamp);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    }
+}
+
+fn opt_time(t: Option<Timestamp>) -> Option<Time> {
+    t.map(Time)
 }
 
 fn duration_ms(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<i64> {
@@ -69,7 +82,8 @@ pub struct PendingAction {
 /// What a suspended run waits on, labelled as in seed 000's run history.
 #[derive(Serialize, ToSchema)]
 pub struct WaitingOn {
-    /// `Waiting on hook` (approval, external_event) or `Sleeping` (wait).
+    /// `Waiting for approval` (approval), `Waiting on hook` (external_event) or
+    /// `Sleeping` (wait).
     #[schema(example = "Waiting on hook")]
     pub label: &'static str,
     #[schema(value_type = String, required = true)]
@@ -111,14 +125,14 @@ pub struct RunView {
     pub waiting_on: Option<WaitingOn>,
     #[schema(required = true)]
     pub parent_run_id: Option<String>,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(format = DateTime)]
-    pub updated_at: String,
-    #[schema(format = DateTime, required = true)]
-    pub started_at: Option<String>,
-    #[schema(format = DateTime, required = true)]
-    pub finished_at: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Time,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Time,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub started_at: Option<Time>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub finished_at: Option<Time>,
     /// From creation to start.
     #[schema(required = true)]
     pub queue_ms: Option<i64>,
@@ -143,8 +157,8 @@ impl RunView {
             pending_action: r.pending_action.clone(),
             waiting_on: waiting_on(r),
             parent_run_id: r.parent_run_id.clone(),
-            created_at: time(r.created_at),
-            updated_at: time(r.updated_at),
+            created_at: Time(r.created_at),
+            updated_at: Time(r.updated_at),
             started_at: opt_time(r.started_at),
             finished_at: opt_time(r.finished_at),
             queue_ms: duration_ms(Some(r.created_at), r.started_at),
@@ -158,9 +172,10 @@ pub fn run(r: &RunRecord) -> Map<String, Value> {
     object(&RunView::new(r))
 }
 
-/// What a suspended run waits on, labelled as in seed 000's run history: an approval or an
-/// external event waits on its hook ("Waiting on hook"), a `wait` step sleeps until its due
-/// time ("Sleeping"). `None` while the run is not suspended.
+/// What a suspended run waits on, labelled as in seed 000's run history: an external event
+/// waits on its hook ("Waiting on hook"), a `wait` step sleeps until its due time
+/// ("Sleeping"), an approval waits for a person ("Waiting for approval"). `None` while the
+/// run is not suspended.
 fn waiting_on(r: &RunRecord) -> Option<WaitingOn> {
     let action = r
         .pending_action
@@ -171,7 +186,8 @@ fn waiting_on(r: &RunRecord) -> Option<WaitingOn> {
         .and_then(Value::as_str)
         .unwrap_or_default();
     let label = match step_type {
-        "approval" | "external_event" => "Waiting on hook",
+        "approval" => "Waiting for approval",
+        "external_event" => "Waiting on hook",
         "wait" => "Sleeping",
         _ => "Waiting",
     };
@@ -193,6 +209,8 @@ fn waiting_on(r: &RunRecord) -> Option<WaitingOn> {
 #[schema(as = StepAttempt)]
 pub struct AttemptView {
     pub attempt: i64,
+    /// The run's attempt (1, plus one per retry of the run) this step attempt belongs to.
+    pub run_attempt: i64,
     pub status: StepStatus,
     #[schema(value_type = Value, required = true)]
     pub input: Option<Value>,
@@ -206,10 +224,10 @@ pub struct AttemptView {
     /// What the executor reports besides its output (HTTP status, …).
     #[schema(value_type = Value, required = true)]
     pub meta: Option<Value>,
-    #[schema(format = DateTime, required = true)]
-    pub started_at: Option<String>,
-    #[schema(format = DateTime, required = true)]
-    pub finished_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub started_at: Option<Time>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub finished_at: Option<Time>,
     #[schema(required = true)]
     pub duration_ms: Option<i64>,
 }
@@ -218,6 +236,7 @@ impl AttemptView {
     pub fn new(s: &StepRecord) -> Self {
         AttemptView {
             attempt: s.attempt,
+            run_attempt: s.run_attempt,
             status: s.status,
             input: s.input.clone(),
             output: s.output.clone(),
@@ -252,10 +271,10 @@ pub struct StepView {
     pub usage: Option<Value>,
     #[schema(value_type = Value, required = true)]
     pub meta: Option<Value>,
-    #[schema(format = DateTime, required = true)]
-    pub started_at: Option<String>,
-    #[schema(format = DateTime, required = true)]
-    pub finished_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub started_at: Option<Time>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub finished_at: Option<Time>,
     #[schema(required = true)]
     pub duration_ms: Option<i64>,
     pub attempts: Vec<AttemptView>,
@@ -263,14 +282,17 @@ pub struct StepView {
 
 /// Every step of the definition in plan order, with its latest attempt and all attempts.
 pub fn step_views(def: &Compiled, records: &[StepRecord]) -> Vec<StepView> {
+    let mut by_step: HashMap<&str, Vec<&StepRecord>> = HashMap::new();
+    for r in records {
+        by_step.entry(r.step_id.as_str()).or_default().push(r);
+    }
     def.plan
         .order
         .iter()
         .enumerate()
         .map(|(index, &i)| {
             let step = &def.plan.definition.steps[i];
-            let attempts: Vec<&StepRecord> =
-                records.iter().filter(|r| r.step_id == step.id).collect();
+            let attempts = by_step.remove(step.id.as_str()).unwrap_or_default();
             let last = attempts.iter().max_by_key(|r| r.attempt);
             StepView {
                 name: step.id.clone(),
@@ -305,8 +327,8 @@ pub fn steps(def: &Compiled, records: &[StepRecord]) -> Vec<Value> {
 /// One entry of a run's trace.
 #[derive(Serialize, ToSchema)]
 pub struct TraceEvent {
-    #[schema(format = DateTime)]
-    pub at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Time,
     #[schema(value_type = String, example = "step.completed")]
     pub kind: crate::model::EventKind,
     #[schema(required = true)]
@@ -319,7 +341,7 @@ pub fn trace_events(events: &[EventRecord]) -> Vec<TraceEvent> {
     events
         .iter()
         .map(|e| TraceEvent {
-            at: time(e.at),
+            at: Time(e.at),
             kind: e.kind,
             step: e.step_id.clone(),
             data: e.data.clone(),
@@ -348,8 +370,8 @@ pub struct DefinitionView {
     #[schema(required = true)]
     pub label: Option<String>,
     pub hash: String,
-    #[schema(format = DateTime)]
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Time,
 }
 
 impl DefinitionView {
@@ -360,7 +382,7 @@ impl DefinitionView {
             version: d.version,
             label: d.label.clone(),
             hash: d.hash.clone(),
-            created_at: time(d.created_at),
+            created_at: Time(d.created_at),
         }
     }
 }
@@ -400,7 +422,7 @@ impl HookView {
                 h.token
             ),
             created_at: time(h.created_at),
-            resumed_at: opt_time(h.resumed_at),
+            resumed_at: h.resumed_at.map(time),
         }
     }
 }

@@ -48,6 +48,8 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Start, inspect, resume, cancel and retry runs.
     Runs(client::RunsArgs),
+    /// Send signals to the runs waiting for them, by type and correlation value.
+    Signals(client::SignalsArgs),
     /// List, show and apply workflow definitions.
     Definitions(client::DefinitionsArgs),
     /// Run history: list runs across workflows, show one in full.
@@ -99,6 +101,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::Mcp(args) => mcp::mcp(&args),
         Command::Keys(args) => keys::run(&args),
         Command::Runs(args) => client::runs(&args),
+        Command::Signals(args) => client::signals(&args),
         Command::Definitions(args) => client::definitions(&args),
         Command::History(args) => client::history(&args),
         Command::Test(args) => test::run(&args),

@@ -83,6 +83,9 @@ pub struct EngineConfig {
     pub scripts: crate::exec::script::ScriptConfig,
     /// Where run workspaces live and how long they stay (`workspace: true`).
     pub workspaces: crate::workspace::WorkspaceConfig,
+    /// Time limit of one alert attempt (`STEPWISE_ALERT_TIMEOUT`); an attempt claimed by a
+    /// process that died is taken again 5 s after it.
+    pub alert_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +107,7 @@ impl Default for EngineConfig {
             alert_max_attempts: 20,
             scripts: Default::default(),
             workspaces: Default::default(),
+            alert_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -164,6 +168,13 @@ impl EngineConfig {
             && !v.trim().is_empty()
         {
             cfg.prices = Prices::parse(&v).map_err(|e| format!("STEPWISE_PRICES: {e}"))?;
+        }
+        if let Ok(v) = std::env::var("STEPWISE_ALERT_TIMEOUT") {
+            cfg.alert_timeout =
+                crate::duration::parse(&v).map_err(|e| format!("STEPWISE_ALERT_TIMEOUT: {e}"))?;
+            if cfg.alert_timeout.is_zero() {
+                return Err("STEPWISE_ALERT_TIMEOUT: must be longer than 0s".into());
+            }
         }
         if let Ok(v) = std::env::var("STEPWISE_MAX_SUSPENDED") {
             cfg.max_suspended =

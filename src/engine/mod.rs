@@ -23,7 +23,9 @@ pub use config::{EngineConfig, PlanLoader, env_flag, parse_sandbox};
 pub use error::{EngineError, Result};
 pub use intercept::{Intercepted, Interceptor, StepCall, StepIntercept};
 pub use scheduler::AlertOutcome;
-pub use signals::{MAX_CORRELATION, SendSignal, SignalOutcome, valid_signal_type};
+pub use signals::{
+    DELIVERY_WINDOW, MAX_CORRELATION, MAX_DELIVERY_ID, SendSignal, SignalOutcome, valid_signal_type,
+};
 
 use crate::clock::SharedClock;
 use crate::diagnostics::{Diagnostic, SourceFile};
@@ -101,7 +103,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<RunRecord>>,
     },
     Signal {
-        req: SendSignal,
+        req: Box<SendSignal>,
         /// How long to keep it if no step waits (the longest `buffer:` for its type).
         buffer: Option<Duration>,
         /// The definition signal-with-start would start.

@@ -15,6 +15,13 @@ use crate::store::RunRecord;
 /// Longest correlation value accepted (it is stored and indexed).
 pub const MAX_CORRELATION: usize = 255;
 
+/// How long a signal delivery's id is remembered: a redelivery within it delivers nothing
+/// again (webhook providers retry for up to a few days).
+pub const DELIVERY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Longest delivery id accepted (it is stored and indexed).
+pub const MAX_DELIVERY_ID: usize = 255;
+
 /// A signal to route by correlation value.
 #[derive(Debug, Clone)]
 pub struct SendSignal {
@@ -27,6 +34,11 @@ pub struct SendSignal {
     /// Signal-with-start: when no step waits, start this run (or find the one its
     /// idempotency key already started) and address the signal to it.
     pub start: Option<CreateRun>,
+    /// The delivery's id, scoped by its sender (`webhook:<trigger>:<id>`, `api:<key>`): a
+    /// signal whose id was handled within [`DELIVERY_WINDOW`] does nothing again and is
+    /// answered with what the first did (`duplicate`). Recorded in the commit of what the
+    /// signal did, so a crash cannot separate the two.
+    pub delivery: Option<String>,
 }
 
 /// What a signal did.
@@ -38,6 +50,9 @@ pub struct SignalOutcome {
     pub buffered: bool,
     /// The run signal-with-start started (`true`) or found by its key (`false`).
     pub started: Option<(RunRecord, bool)>,
+    /// A delivery handled before: the runs are those the first reached or started, as
+    /// they are now; nothing was delivered this time.
+    pub duplicate: bool,
 }
 
 /// Per workspace: signal type → the longest `buffer:` of a step waiting for it, over the
@@ -81,6 +96,16 @@ impl Engine {
                 json!({"field": "correlate"}),
             ));
         }
+        if req
+            .delivery
+            .as_ref()
+            .is_some_and(|d| d.is_empty() || d.chars().count() > MAX_DELIVERY_ID)
+        {
+            return Err(EngineError::validation(
+                format!("a delivery id must be 1 to {MAX_DELIVERY_ID} characters"),
+                json!({"field": "delivery"}),
+            ));
+        }
         if !req.payload.is_object() {
             return Err(EngineError::validation(
                 "payload must be an object",
@@ -97,7 +122,7 @@ impl Engine {
             .get(&req.signal_type)
             .copied();
         self.call(|reply| Command::Signal {
-            req,
+            req: Box::new(req),
             buffer,
             compiled,
             reply,

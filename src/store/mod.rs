@@ -4,8 +4,10 @@
 //! reads back records. Nothing outside `store/` knows SQL; a Postgres backend implements the
 //! same trait.
 
+mod history;
 mod sqlite;
 
+pub use history::{HISTORY_COUNT_BOUND, HISTORY_SEARCH_WINDOW, HistoryFilter, HistoryPage};
 pub use sqlite::{SqliteStore, Synchronous};
 
 use jiff::Timestamp;
@@ -172,6 +174,20 @@ pub struct BufferedSignal {
     pub via: String,
 }
 
+/// A signal delivery already handled, by its id: a redelivery with the same id (a webhook
+/// provider sending an event again) is answered with what the first did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalDelivery {
+    pub workspace_id: String,
+    /// Scoped by its sender: `webhook:<trigger>:<delivery id>`, `api:<Idempotency-Key>`.
+    pub key: String,
+    /// What the first delivery did: `{reached: [run ids], buffered, started, created}`.
+    pub outcome: Value,
+    pub received_at: Timestamp,
+    /// Forgotten after this; a redelivery later counts as a new signal.
+    pub expires_at: Timestamp,
+}
+
 /// An entry of a run's append-only event log (its trace).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
@@ -289,6 +305,8 @@ pub enum Write {
     Signal(SignalRecord),
     /// Keep a signal that reached no step (see [`BufferedSignal`]).
     BufferSignal(Box<BufferedSignal>),
+    /// A signal delivery handled (with the writes of what it did, in one commit).
+    SignalDelivery(Box<SignalDelivery>),
     /// A step took a buffered signal: it is used up.
     ConsumeSignal {
         id: String,
@@ -403,24 +421,6 @@ pub struct UiSession {
     pub expires_at: Timestamp,
 }
 
-/// What the web UI's History filters by beyond a [`RunQuery`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HistoryFilter {
-    /// The trigger's `kind` (`api`, `cli`, `ui`, `webhook`, `schedule`, `poll`, `workflow`,
-    /// `tool`).
-    pub trigger_kind: Option<String>,
-    /// Text searched for in the run's input and output (case-insensitive substring).
-    pub search: Option<String>,
-    /// Oldest first (the approvals inbox) instead of newest first.
-    pub oldest_first: bool,
-}
-
-impl HistoryFilter {
-    pub fn is_empty(&self) -> bool {
-        self.trigger_kind.is_none() && self.search.is_none() && !self.oldest_first
-    }
-}
-
 /// The store interface. Implementations must make each `commit` atomic and durable.
 pub trait Store: Send + Sync + 'static {
     fn commit(&self, writes: &[Write]) -> Result<()>;
@@ -531,16 +531,40 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<BufferedSignal>>;
 
+    /// A signal delivery handled before under this key, not expired at `now`.
+    fn signal_delivery(
+        &self,
+        workspace_id: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<SignalDelivery>>;
+
     // Failure alerts (issue 14).
     /// Pending alerts due at or before `now`, oldest first.
     fn alerts_due(&self, now: Timestamp, limit: usize) -> Result<Vec<AlertRecord>>;
     fn alert(&self, id: &str) -> Result<Option<AlertRecord>>;
+    /// Take a pending alert due at `now` for one delivery attempt: count the attempt and
+    /// move its next try to `until` (a lease: a process that dies mid-delivery leaves it
+    /// to be taken again then), atomically, so two processes never deliver it at once.
+    /// `None`: not pending, or not due (another process has it).
+    fn claim_alert(
+        &self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<AlertRecord>>;
 
     // The web UI. Defaults keep other backends compiling; they answer what they cannot do.
-    /// Runs as [`Store::list_runs`] with the History page's extra filters.
-    fn history(&self, q: &RunQuery, f: &HistoryFilter) -> Result<(Vec<RunRecord>, u64)> {
+    /// Runs as [`Store::list_runs`] with the History page's extra filters, counted up to
+    /// [`HISTORY_COUNT_BOUND`]; a text search reads at most [`HISTORY_SEARCH_WINDOW`] runs.
+    fn history(&self, q: &RunQuery, f: &HistoryFilter) -> Result<HistoryPage> {
         if f.is_empty() {
-            return self.list_runs(q);
+            let (runs, total) = self.list_runs(q)?;
+            return Ok(HistoryPage {
+                runs,
+                total,
+                ..HistoryPage::default()
+            });
         }
         Err(StoreError::Database(
             "this store cannot filter history by trigger or text".into(),

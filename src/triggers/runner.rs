@@ -27,6 +27,7 @@ pub struct Triggers {
     list: RwLock<Vec<Arc<Trigger>>>,
     /// Triggers being worked on: a slow poll must not run twice at once.
     busy: std::sync::Mutex<std::collections::HashSet<String>>,
+    notes: super::status::Notes,
 }
 
 pub(super) type Result<T> = std::result::Result<T, EngineError>;
@@ -67,6 +68,7 @@ impl Triggers {
             http,
             list: RwLock::new(Vec::new()),
             busy: Default::default(),
+            notes: Default::default(),
         })
     }
 
@@ -164,6 +166,10 @@ impl Triggers {
 
     pub fn workspace_id(&self) -> &str {
         &self.workspace_id
+    }
+
+    pub(super) fn notes(&self) -> &super::status::Notes {
+        &self.notes
     }
 
     pub fn list(&self) -> Vec<Arc<Trigger>> {
@@ -271,6 +277,7 @@ impl Triggers {
         while let Some(joined) = tasks.join_next().await {
             if let Ok(Err((name, e))) = joined {
                 tracing::warn!(trigger = %name, "trigger failed: {}", self.engine.secrets().redact_str(&e.to_string()));
+                self.note(&name, Err(&e)).await;
                 failed.push((name, e));
             }
         }
@@ -336,6 +343,7 @@ impl Triggers {
                     );
                     tracing::warn!(trigger = %t.name, "{}", self.engine.secrets().redact_str(&text));
                     next_state["lastError"] = json!(text);
+                    next_state["lastErrorAt"] = json!(now.to_string());
                 }
                 skipped.extend(polled.skipped.iter().map(|(key, e)| {
                     json!({"key": key, "error": last_error_text(e), "at": now.to_string()})
@@ -348,6 +356,7 @@ impl Triggers {
                 );
                 tracing::warn!(trigger = %t.name, "poll failed: {}", self.engine.secrets().redact_str(&e.to_string()));
                 next_state["lastError"] = json!(last_error_text(&e));
+                next_state["lastErrorAt"] = json!(now.to_string());
             }
         }
         if !skipped.is_empty() {
@@ -492,7 +501,7 @@ struct Polled {
 
 /// The text a trigger's state keeps for an error (`lastError`, `skipped[].error`): the one
 /// place that turns errors into stored, listed text. A refused input says which fields.
-fn last_error_text(e: &EngineError) -> String {
+pub(super) fn last_error_text(e: &EngineError) -> String {
     let problems: Vec<String> = match e {
         EngineError::Validation { details, .. } => details
             .get("problems")

@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::model::{SignalSpec, Signature, Source, Webhook};
+use super::model::{SignalSpec, Signature, Source, Trigger, Webhook};
 use super::runner::{Result, Triggers};
 use crate::engine::{CreateRun, EngineError, SendSignal, SignalOutcome, violations};
 use crate::store::RunRecord;
@@ -28,6 +28,23 @@ pub struct WebhookOutcome {
     pub signal: Option<(String, String, SignalOutcome)>,
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A key that fits the store's 255 characters: a longer one is kept as its hash.
+fn bounded(key: String) -> String {
+    if key.chars().count() <= 255 {
+        key
+    } else {
+        format!("sha256:{}", sha256_hex(key.as_bytes()))
+    }
+}
+
 /// The idempotency key of signal-with-start: one run per trigger, signal type and
 /// correlation value, however many deliveries race (hashed when it would be too long).
 fn signal_key(trigger: &str, signal_type: &str, correlate: &str) -> String {
@@ -38,14 +55,13 @@ fn signal_key(trigger: &str, signal_type: &str, correlate: &str) -> String {
     if key.chars().count() <= 255 {
         return key;
     }
-    use sha2::Digest;
-    let digest = Sha256::digest(format!("{signal_type}\0{correlate}").as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = sha256_hex(format!("{signal_type}\0{correlate}").as_bytes());
     format!("{}{trigger}:signal:{hex}", super::KEY_PREFIX_WEBHOOK)
 }
 
 impl Triggers {
-    /// Handle `POST /v1/webhooks/{endpoint}`. `headers` are lowercase names.
+    /// Handle `POST /v1/webhooks/{endpoint}`. `headers` are lowercase names. What it came
+    /// to is noted in the trigger's state (the last delivery, or the last error).
     pub async fn webhook(
         &self,
         endpoint: &str,
@@ -62,17 +78,26 @@ impl Triggers {
         let Source::Webhook(w) = &t.source else {
             return Err(EngineError::NotFound(format!("no webhook `{endpoint}`")));
         };
-        let payload = match self.accepted(w, endpoint, headers, body) {
-            Ok(p) => p,
-            Err(e) => {
-                // A refused delivery (signature, body, schema) is a trigger error to watch.
-                crate::metrics::Metrics::inc(
-                    &self.engine.metrics().trigger_errors,
-                    vec![("trigger", t.name.clone()), ("kind", "webhook".into())],
-                );
-                return Err(e);
-            }
-        };
+        let out = self.deliver(&t, w, headers, body).await;
+        if out.is_err() {
+            // A refused delivery (signature, body, schema) is a trigger error to watch.
+            crate::metrics::Metrics::inc(
+                &self.engine.metrics().trigger_errors,
+                vec![("trigger", t.name.clone()), ("kind", "webhook".into())],
+            );
+        }
+        self.note(&t.name, out.as_ref().map(drop)).await;
+        out
+    }
+
+    async fn deliver(
+        &self,
+        t: &Trigger,
+        w: &Webhook,
+        headers: &HashMap<String, String>,
+        body: &[u8],
+    ) -> Result<WebhookOutcome> {
+        let payload = self.accepted(w, &w.endpoint, headers, body)?;
         let delivery = match &w.idempotency {
             Some(i) => match (&i.header, &i.field) {
                 (Some(h), _) => headers.get(&h.to_ascii_lowercase()).cloned(),
@@ -100,15 +125,23 @@ impl Triggers {
             .collect();
         let event = json!({"kind": "webhook", "body": payload, "headers": safe_headers, "receivedAt": now.to_string()});
         let context = json!({"kind": "webhook", "name": t.name, "label": t.label(), "event": event, "deliveryId": delivery});
-        let key = delivery.map(|d| format!("{}{}:{d}", super::KEY_PREFIX_WEBHOOK, t.name));
         let Some(spec) = &t.signal else {
-            let input = self.input(&t, &event, payload.clone())?;
-            let run = self.start(&t, input, key, context).await?;
+            let key = delivery.map(|d| format!("{}{}:{d}", super::KEY_PREFIX_WEBHOOK, t.name));
+            let input = self.input(t, &event, payload.clone())?;
+            let run = self.start(t, input, key, context).await?;
             return Ok(WebhookOutcome {
                 run: Some(run),
                 signal: None,
             });
         };
+        // A signal is delivered once per delivery: by the id the trigger names, or else by
+        // the body's hash (a provider's redelivery sends the same bytes).
+        let delivery = delivery.unwrap_or_else(|| format!("sha256:{}", sha256_hex(body)));
+        let key = Some(format!(
+            "{}{}:{delivery}",
+            super::KEY_PREFIX_WEBHOOK,
+            t.name
+        ));
         let (correlate, signal_payload) = self.signal_values(&t.name, spec, &event, &payload)?;
         let mut run = None;
         let mut start = None;
@@ -116,13 +149,13 @@ impl Triggers {
             start = Some(CreateRun {
                 workspace_id: self.workspace_id().to_string(),
                 definition: t.workflow.clone(),
-                input: self.input(&t, &event, payload.clone())?,
+                input: self.input(t, &event, payload.clone())?,
                 idempotency_key: Some(signal_key(&t.name, &spec.signal_type, &correlate)),
                 trigger: context,
             });
         } else if !t.workflow.is_empty() {
-            let input = self.input(&t, &event, payload.clone())?;
-            run = Some(self.start(&t, input, key, context).await?);
+            let input = self.input(t, &event, payload.clone())?;
+            run = Some(self.start(t, input, key, context).await?);
         }
         let out = self
             .engine
@@ -133,6 +166,7 @@ impl Triggers {
                 payload: signal_payload,
                 via: format!("webhook {}", t.name),
                 start,
+                delivery: Some(bounded(format!("webhook:{}:{delivery}", t.name))),
             })
             .await?;
         if let Some(started) = &out.started {

@@ -5,18 +5,20 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::detail::{self, Loaded, View};
-use super::forms::{self, Form};
+use super::forms::{self, Form, Problem};
 use super::history::{self, plans};
 use super::layout::{self, Nav};
-use super::session::{Viewer, check_change};
+use super::session::{Change, Viewer};
 use crate::api::AppState;
-use crate::definition::StepKind;
+use crate::api::views::RunView;
+use crate::bulk::Action;
+use crate::definition::{Step, StepKind};
 use crate::engine::{CreateRun, EngineError, Resume, violations};
 use crate::model::{RunStatus, StepStatus};
 use crate::store::{HistoryFilter, RunQuery};
@@ -34,34 +36,30 @@ fn action_form(viewer: &Viewer, action: &str, tab: &str, body: Markup) -> Markup
 
 /// The buttons and forms for what this run waits on or allows.
 pub fn panel(viewer: &Viewer, l: &Loaded, view: &View) -> Markup {
-    let r = &l.run;
+    let r = l.run();
     let base = format!("/ui/runs/{}", r.id);
-    let steps = &l.compiled.plan.definition.steps;
-    let waiting: Vec<usize> = l
-        .compiled
-        .plan
-        .order
+    let plan = &l.compiled.plan;
+    let waiting: Vec<(usize, &Step)> = l
+        .detail
+        .steps
         .iter()
-        .copied()
-        .filter(|&i| {
-            l.steps
-                .iter()
-                .filter(|s| s.step_id == steps[i].id)
-                .max_by_key(|s| s.attempt)
-                .is_some_and(|s| s.status == StepStatus::Waiting)
+        .filter(|s| s.status == StepStatus::Waiting)
+        .filter_map(|s| {
+            let i = *plan.order.get(s.index)?;
+            Some((i, plan.definition.steps.get(i)?))
         })
         .collect();
     html! {
         div.actions {
             @if r.status.is_suspended() {
-                @for &i in &waiting {
-                    @match &steps[i].kind {
+                @for &(i, step) in &waiting {
+                    @match &step.kind {
                         StepKind::Approval(a) => {
-                            section.card aria-label={ "Approval " (steps[i].id) } {
-                                h2 { "Waiting for approval: " code { (steps[i].id) } }
-                                p.message { (r.pending_action.as_ref().filter(|p| p["step"] == json!(steps[i].id)).and_then(|p| p["message"].as_str()).unwrap_or(&a.message)) }
+                            section.card aria-label={ "Approval " (step.id) } {
+                                h2 { "Waiting for approval: " code { (step.id) } }
+                                p.message { (r.pending_action.as_ref().filter(|p| p["step"] == json!(step.id)).and_then(|p| p["message"].as_str()).unwrap_or(&a.message)) }
                                 (action_form(viewer, &format!("{base}/decide"), &view.tab, html! {
-                                    input type="hidden" name="step" value=(steps[i].id);
+                                    input type="hidden" name="step" value=(step.id);
                                     @for o in &a.options {
                                         button.primary type="submit" name="option" value=(o) { (o) } " "
                                     }
@@ -69,13 +67,13 @@ pub fn panel(viewer: &Viewer, l: &Loaded, view: &View) -> Markup {
                             }
                         }
                         StepKind::ExternalEvent(e) => {
-                            @let refused = view.signal.as_ref().filter(|(s, _, _)| *s == steps[i].id);
+                            @let refused = view.signal.as_ref().filter(|(s, _, _)| *s == step.id);
                             @let empty = Form::default();
-                            section.card aria-label={ "Signal " (steps[i].id) } {
-                                h2 { "Waiting on hook: " code { (steps[i].id) } }
+                            section.card aria-label={ "Signal " (step.id) } {
+                                h2 { "Waiting on hook: " code { (step.id) } }
                                 p { "Send the signal " code { (e.signal) } ":" }
                                 (action_form(viewer, &format!("{base}/signal"), &view.tab, html! {
-                                    input type="hidden" name="step" value=(steps[i].id);
+                                    input type="hidden" name="step" value=(step.id);
                                     (forms::fields(&format!("sig-{i}"), e.schema.as_ref(), refused.map_or(&empty, |r| &r.1), refused.map_or(&[], |r| r.2.as_slice())))
                                     button.primary type="submit" { "Send signal" }
                                 }))
@@ -95,208 +93,157 @@ pub fn panel(viewer: &Viewer, l: &Loaded, view: &View) -> Markup {
     }
 }
 
-fn back_to(id: &str, form: &Form) -> Response {
-    if let Some(back) = form.get("back").filter(|b| *b == "/ui/approvals") {
-        return Redirect::to(back).into_response();
+/// Why an action on a run did nothing.
+enum Refusal {
+    /// Said above the run (a conflict, a missing choice).
+    Notice(String),
+    /// A signal's form, shown again with its problems.
+    Signal(String, Vec<Problem>),
+    /// A page of its own (the run is not there).
+    Page(Response),
+}
+
+impl From<EngineError> for Refusal {
+    fn from(e: EngineError) -> Refusal {
+        match e {
+            EngineError::NotFound(m) => Refusal::Page(layout::not_found(&m)),
+            EngineError::Validation { message, .. } | EngineError::Conflict(message) => {
+                Refusal::Notice(message)
+            }
+            other => Refusal::Notice(format!("not done: {other}")),
+        }
     }
-    let tab = form.get("tab").unwrap_or("overview");
-    Redirect::to(&detail::url(id, tab, None)).into_response()
 }
 
-/// Show the run again with why the action was refused (200, so htmx swaps it in).
-async fn refused(state: &AppState, viewer: &Viewer, id: &str, form: &Form, view: View) -> Response {
-    let l = match detail::load(state, viewer, id).await {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
-    let view = View {
-        tab: form.get("tab").unwrap_or("overview").to_string(),
-        ..view
-    };
-    detail::render(state, viewer, &l, &view).await
-}
-
-async fn outcome(
+/// An action on one run (`POST /ui/runs/{id}/…`): back to where it was asked from once it
+/// is done; otherwise the run's page again, saying why (200, so htmx swaps it in).
+async fn answer(
     state: &AppState,
-    viewer: &Viewer,
+    change: &Change,
     id: &str,
-    form: &Form,
-    result: Result<crate::store::RunRecord, EngineError>,
+    done: Result<(), Refusal>,
 ) -> Response {
-    match result {
-        Ok(_) => back_to(id, form),
-        Err(EngineError::NotFound(m)) => layout::not_found(&m),
-        Err(e @ (EngineError::Conflict(_) | EngineError::Validation { .. })) => {
-            let notice = match e {
-                EngineError::Validation { message, .. } | EngineError::Conflict(message) => message,
-                other => other.to_string(),
-            };
-            refused(
-                state,
-                viewer,
-                id,
-                form,
-                View {
-                    notice: Some(notice),
-                    ..View::default()
-                },
-            )
-            .await
+    let form = &change.form;
+    let tab = form.get("tab").unwrap_or("overview").to_string();
+    let view = match done {
+        Ok(()) => {
+            if let Some(back) = form.get("back").filter(|b| *b == "/ui/approvals") {
+                return Redirect::to(back).into_response();
+            }
+            return Redirect::to(&detail::url(id, &tab, None)).into_response();
         }
-        Err(e) => {
-            refused(
-                state,
-                viewer,
-                id,
-                form,
-                View {
-                    notice: Some(format!("not done: {e}")),
-                    ..View::default()
-                },
-            )
-            .await
-        }
+        Err(Refusal::Page(r)) => return r,
+        Err(Refusal::Notice(n)) => View {
+            tab,
+            notice: Some(n),
+            ..View::default()
+        },
+        Err(Refusal::Signal(step, problems)) => View {
+            tab,
+            signal: Some((step, Form(form.0.clone()), problems)),
+            ..View::default()
+        },
+    };
+    match detail::load(state, &change.viewer, id, view.tab == "trace").await {
+        Ok(l) => detail::render(state, &change.viewer, &l, &view).await,
+        Err(r) => r,
     }
 }
 
 pub async fn cancel(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    form: Form,
+    change: Change,
 ) -> Response {
-    if let Err(r) = check_change(&viewer, &headers, &form) {
-        return r.into_response();
-    }
-    let r = state
-        .engine
-        .cancel_by(&viewer.workspace_id, &id, Some(&viewer.actor))
-        .await;
-    outcome(&state, &viewer, &id, &form, r).await
+    act(&state, &change, &id, Action::Cancel).await
 }
 
 pub async fn retry(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    form: Form,
+    change: Change,
 ) -> Response {
-    if let Err(r) = check_change(&viewer, &headers, &form) {
-        return r.into_response();
-    }
-    let r = state
-        .engine
-        .retry_by(&viewer.workspace_id, &id, Some(&viewer.actor))
+    act(&state, &change, &id, Action::Retry).await
+}
+
+/// Cancel or retry, as the person signed in.
+async fn act(state: &AppState, change: &Change, id: &str, action: Action) -> Response {
+    let v = &change.viewer;
+    let done = action
+        .on(&state.engine, &v.workspace_id, id, Some(&v.actor))
         .await;
-    outcome(&state, &viewer, &id, &form, r).await
+    answer(state, change, id, done.map(drop).map_err(Refusal::from)).await
 }
 
 pub async fn decide(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    form: Form,
+    change: Change,
 ) -> Response {
-    if let Err(r) = check_change(&viewer, &headers, &form) {
-        return r.into_response();
+    let done = async {
+        let (Some(step), Some(option)) = (change.form.get("step"), change.form.get("option"))
+        else {
+            return Err(Refusal::Notice("choose one of the options".into()));
+        };
+        let resume = Resume::Approval {
+            step: step.to_string(),
+            input: Value::String(option.to_string()),
+        };
+        let v = &change.viewer;
+        state
+            .engine
+            .resume(&v.workspace_id, &id, resume, &v.actor)
+            .await?;
+        Ok(())
     }
-    let (Some(step), Some(option)) = (form.get("step"), form.get("option")) else {
-        return refused(
-            &state,
-            &viewer,
-            &id,
-            &form,
-            View {
-                notice: Some("choose one of the options".into()),
-                ..View::default()
-            },
-        )
-        .await;
-    };
-    let resume = Resume::Approval {
-        step: step.to_string(),
-        input: Value::String(option.to_string()),
-    };
-    let r = state
-        .engine
-        .resume(&viewer.workspace_id, &id, resume, &viewer.actor)
-        .await;
-    outcome(&state, &viewer, &id, &form, r).await
+    .await;
+    answer(&state, &change, &id, done).await
 }
 
 pub async fn signal(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    form: Form,
+    change: Change,
 ) -> Response {
-    if let Err(r) = check_change(&viewer, &headers, &form) {
-        return r.into_response();
-    }
-    let l = match detail::load(&state, &viewer, &id).await {
-        Ok(l) => l,
-        Err(r) => return r,
+    let done = send_signal(&state, &change, &id).await;
+    answer(&state, &change, &id, done).await
+}
+
+/// A signal from the form of a waiting `external_event` step. Nothing is sent while the
+/// form has problems: its own types first, then the step's schema, then the engine's check.
+async fn send_signal(state: &AppState, change: &Change, id: &str) -> Result<(), Refusal> {
+    let v = &change.viewer;
+    let compiled = match state.engine.run(&v.workspace_id, id).await {
+        Ok(run) => state
+            .engine
+            .compiled(&run.workspace_id, &run.definition_id)
+            .await
+            .map_err(|e| Refusal::Page(layout::failure(&e.to_string())))?,
+        Err(e) => return Err(e.into()),
     };
-    let step = form.get("step").unwrap_or_default().to_string();
-    let Some((i, e)) = l
-        .compiled
-        .plan
-        .definition
-        .steps
-        .iter()
-        .enumerate()
-        .find_map(|(i, s)| match &s.kind {
-            StepKind::ExternalEvent(e) if s.id == step => Some((i, e.clone())),
-            _ => None,
-        })
+    let step = change.form.get("step").unwrap_or_default().to_string();
+    let Some((i, e)) =
+        compiled
+            .plan
+            .definition
+            .steps
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| match &s.kind {
+                StepKind::ExternalEvent(e) if s.id == step => Some((i, e)),
+                _ => None,
+            })
     else {
-        return refused(
-            &state,
-            &viewer,
-            &id,
-            &form,
-            View {
-                notice: Some(format!("`{step}` is not a step that waits for a signal")),
-                ..View::default()
-            },
-        )
-        .await;
+        return Err(Refusal::Notice(format!(
+            "`{step}` is not a step that waits for a signal"
+        )));
     };
-    // Nothing is sent while the form has problems: its own types first, then the schema.
-    let payload = match forms::to_json(e.schema.as_ref(), &form) {
-        Ok(p) => p,
-        Err(problems) => {
-            return refused(
-                &state,
-                &viewer,
-                &id,
-                &form,
-                View {
-                    signal: Some((step, form_copy(&form), problems)),
-                    ..View::default()
-                },
-            )
-            .await;
-        }
-    };
-    if let Some(Some(v)) = l.compiled.payload.get(i) {
-        let problems = forms::problems_of(&json!({"problems": violations(v, &payload)}));
+    let payload = forms::to_json(e.schema.as_ref(), &change.form)
+        .map_err(|problems| Refusal::Signal(step.clone(), problems))?;
+    if let Some(Some(validator)) = compiled.payload.get(i) {
+        let problems = forms::problems_of(&json!({"problems": violations(validator, &payload)}));
         if !problems.is_empty() {
-            return refused(
-                &state,
-                &viewer,
-                &id,
-                &form,
-                View {
-                    signal: Some((step, form_copy(&form), problems)),
-                    ..View::default()
-                },
-            )
-            .await;
+            return Err(Refusal::Signal(step, problems));
         }
     }
     let resume = Resume::Signal {
@@ -305,55 +252,38 @@ pub async fn signal(
     };
     match state
         .engine
-        .resume(&viewer.workspace_id, &id, resume, &viewer.actor)
+        .resume(&v.workspace_id, id, resume, &v.actor)
         .await
     {
+        Ok(_) => Ok(()),
         Err(EngineError::Validation { message, details }) => {
             let mut problems = forms::problems_of(&details);
             if problems.is_empty() {
                 problems.push((String::new(), message));
             }
-            refused(
-                &state,
-                &viewer,
-                &id,
-                &form,
-                View {
-                    signal: Some((step, form_copy(&form), problems)),
-                    ..View::default()
-                },
-            )
-            .await
+            Err(Refusal::Signal(step, problems))
         }
-        other => outcome(&state, &viewer, &id, &form, other).await,
+        Err(e) => Err(e.into()),
     }
-}
-
-fn form_copy(f: &Form) -> Form {
-    Form(f.0.clone())
 }
 
 /// Start a run from the Workflows page's form (the definition's `input` schema).
 pub async fn start(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(slug): Path<String>,
-    headers: HeaderMap,
-    form: Form,
+    change: Change,
 ) -> Response {
-    if let Err(r) = check_change(&viewer, &headers, &form) {
-        return r.into_response();
-    }
+    let Change { viewer, form } = &change;
     let compiled = match state.engine.compiled(&viewer.workspace_id, &slug).await {
         Ok(c) => c,
         Err(EngineError::NotFound(m)) => return layout::not_found(&m),
         Err(e) => return layout::failure(&e.to_string()),
     };
     let schema = compiled.plan.definition.input.clone();
-    let input = match forms::to_json(schema.as_ref(), &form) {
+    let input = match forms::to_json(schema.as_ref(), form) {
         Ok(v) => v,
         Err(problems) => {
-            return super::catalog::definition_page(&state, &viewer, &slug, &form, &problems).await;
+            return super::catalog::definition_page(&state, viewer, &slug, form, &problems).await;
         }
     };
     let req = CreateRun {
@@ -370,7 +300,7 @@ pub async fn start(
             if problems.is_empty() {
                 problems.push((String::new(), message));
             }
-            super::catalog::definition_page(&state, &viewer, &slug, &form, &problems).await
+            super::catalog::definition_page(&state, viewer, &slug, form, &problems).await
         }
         Err(EngineError::NotFound(m)) => layout::not_found(&m),
         Err(e) => (
@@ -404,17 +334,18 @@ pub async fn inbox(
         ..HistoryFilter::default()
     };
     let store = state.engine.store().clone();
-    let (runs, total) =
-        match tokio::task::spawn_blocking(move || store.history(&query, &filter)).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => return layout::failure(&e.to_string()),
-            Err(e) => return layout::failure(&e.to_string()),
-        };
-    let plans = plans(&state, &runs).await;
+    let found = match tokio::task::spawn_blocking(move || store.history(&query, &filter)).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return layout::failure(&e.to_string()),
+        Err(e) => return layout::failure(&e.to_string()),
+    };
+    let runs: Vec<RunView> = found.runs.iter().map(RunView::new).collect();
+    let views: Vec<&RunView> = runs.iter().collect();
+    let plans = plans(&state, &views, &viewer.workspace_id).await;
     let body = html! {
         h1 { "Approvals" }
         section #inbox data-refresh hx-get={ "/ui/approvals?page=" (page) } hx-select="#inbox" hx-target="this" hx-swap="outerHTML" hx-trigger="refresh" hx-sync="this:queue last" {
-            (history::pager(total, page, history::PAGE_SIZE, |p| format!("/ui/approvals?page={p}")))
+            (history::pager(found.total, found.more, page, history::PAGE_SIZE, |p| format!("/ui/approvals?page={p}")))
             @if runs.is_empty() { p.card { "Nothing waits for approval." } }
             @for r in &runs {
                 @let action = r.pending_action.clone().unwrap_or(Value::Null);
@@ -424,7 +355,7 @@ pub async fn inbox(
                         a href={ "/ui/runs/" (r.id) } { code { (r.id) } }
                         span { (r.definition_slug) }
                         span.muted { "step " code { (step) } }
-                        span.muted { "waiting since " (layout::time(r.updated_at)) }
+                        span.muted { "waiting since " (layout::time(r.updated_at.0)) }
                         @if let Some(s) = history::current_step(r, &plans).filter(|s| *s != step) { span.muted { "(" (s) ")" } }
                     }
                     p.message { (action["message"].as_str().unwrap_or_default()) }

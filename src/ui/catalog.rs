@@ -3,27 +3,23 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use serde_json::Value;
 
 use super::forms::{self, Form, Problem};
 use super::graph;
 use super::layout::{self, Nav};
 use super::session::Viewer;
-use crate::api::AppState;
+use crate::api::{ApiError, AppState};
 use crate::diagnostics::SourceFile;
-use crate::store::DefinitionRecord;
 
+/// `/ui/definitions`: the API's definition list (`api::definitions::views`).
 pub async fn definitions(State(state): State<AppState>, viewer: Viewer) -> Response {
-    let store = state.engine.store().clone();
-    let ws = viewer.workspace_id.clone();
-    let defs = match tokio::task::spawn_blocking(move || store.list_definitions(&ws)).await {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => return layout::failure(&e.to_string()),
-        Err(e) => return layout::failure(&e.to_string()),
+    let defs = match crate::api::definitions::views(&state, &viewer.workspace_id).await {
+        Ok(d) => d,
+        Err(e) => return layout::failure(&e.message()),
     };
     let body = html! {
         h1 { "Workflows" }
@@ -33,11 +29,11 @@ pub async fn definitions(State(state): State<AppState>, viewer: Viewer) -> Respo
             div.table-wrap { table {
                 thead { tr { th scope="col" { "Workflow" } th scope="col" { "Latest version" } th.opt scope="col" { "Label" } th.opt scope="col" { "Applied" } th scope="col" { "Runs" } } }
                 tbody { @for d in &defs { tr {
-                    td { a href={ "/ui/definitions/" (d.slug) } { (d.slug) } }
-                    td { (d.version) " " code.muted { (d.version_id) } }
+                    td { a href={ "/ui/definitions/" (d.definition_id) } { (d.definition_id) } }
+                    td { (d.version) " " code.muted { (d.id) } }
                     td.opt { (d.label.clone().unwrap_or_default()) }
-                    td.opt { (layout::time(d.created_at)) }
-                    td { a href={ "/ui/runs?workflow=" (d.slug) } { "History" } }
+                    td.opt { (layout::time(d.created_at.0)) }
+                    td { a href={ "/ui/runs?workflow=" (d.definition_id) } { "History" } }
                 } } }
             } }
         }
@@ -46,8 +42,8 @@ pub async fn definitions(State(state): State<AppState>, viewer: Viewer) -> Respo
 }
 
 /// The source with each diagnostic under the line it points at.
-fn source_with_diagnostics(rec: &DefinitionRecord) -> Markup {
-    let file = SourceFile::new(format!("{}.yaml", rec.slug), rec.source.as_str());
+fn source_with_diagnostics(slug: &str, source: &str) -> Markup {
+    let file = SourceFile::new(format!("{slug}.yaml"), source);
     let lint = crate::validate::lint(&file);
     let mut by_line: HashMap<usize, Vec<(bool, String)>> = HashMap::new();
     for d in &lint.diagnostics {
@@ -69,7 +65,7 @@ fn source_with_diagnostics(rec: &DefinitionRecord) -> Markup {
     html! {
         p.muted { (lint.diagnostics.len()) " diagnostic(s)" }
         pre.source aria-label="Source" tabindex="0" {
-            @for (n, line) in rec.source.lines().enumerate() {
+            @for (n, line) in source.lines().enumerate() {
                 span.ln { (line) }
                 @for (error, text) in by_line.get(&(n + 1)).into_iter().flatten() {
                     span class={ "diag " (if *error { "error" } else { "warning" }) } role="note" { (text) }
@@ -79,7 +75,8 @@ fn source_with_diagnostics(rec: &DefinitionRecord) -> Markup {
     }
 }
 
-/// The definition's page; the Run form shows `problems` when a start was refused.
+/// The definition's page (the API's `api::definitions::detail`); the Run form shows
+/// `problems` when a start was refused.
 pub async fn definition_page(
     state: &AppState,
     viewer: &Viewer,
@@ -87,40 +84,27 @@ pub async fn definition_page(
     form: &Form,
     problems: &[Problem],
 ) -> Response {
-    let store = state.engine.store().clone();
-    let (ws, key) = (viewer.workspace_id.clone(), id.to_string());
-    let found = tokio::task::spawn_blocking(move || -> Result<_, crate::store::StoreError> {
-        let Some(d) = store.definition(&ws, &key)? else {
-            return Ok(None);
-        };
-        let versions = store.definition_versions(&ws, &d.slug)?;
-        Ok(Some((d, versions)))
-    })
-    .await;
-    let (rec, versions) = match found {
-        Ok(Ok(Some(x))) => x,
-        Ok(Ok(None)) => return layout::not_found(&format!("workflow `{id}` not found")),
-        Ok(Err(e)) => return layout::failure(&e.to_string()),
-        Err(e) => return layout::failure(&e.to_string()),
+    let detail = match crate::api::definitions::detail(state, &viewer.workspace_id, id).await {
+        Ok(d) => d,
+        Err(ApiError::NotFound(m)) => return layout::not_found(&m),
+        Err(e) => return layout::failure(&e.message()),
     };
-    let compiled = match state
-        .engine
-        .compiled(&viewer.workspace_id, &rec.version_id)
-        .await
-    {
+    let rec = &detail.definition;
+    let versions = &detail.versions;
+    let compiled = match state.engine.compiled(&viewer.workspace_id, &rec.id).await {
         Ok(c) => c,
         Err(e) => return layout::failure(&e.to_string()),
     };
-    let latest = versions.last().map(|v| v.version_id.clone());
+    let latest = versions.last().map(|v| v.id.clone());
     let schema = compiled.plan.definition.input.clone();
-    let slug = rec.slug.clone();
+    let slug = rec.definition_id.clone();
     let body = html! {
         p { a href="/ui/definitions" { "← Workflows" } }
-        h1 { (rec.slug) " " span.muted { "version " (rec.version) } }
+        h1 { (slug) " " span.muted { "version " (rec.version) } }
         @if let Some(d) = &compiled.plan.definition.description { p { (d) } }
         section.card aria-label="Run this workflow" {
             h2 { "Run" }
-            @if latest.as_deref() != Some(rec.version_id.as_str()) {
+            @if latest.as_deref() != Some(rec.id.as_str()) {
                 p.muted { "A run always starts on the latest version." }
             }
             form method="post" action={ "/ui/definitions/" (slug) "/run" } {
@@ -134,10 +118,10 @@ pub async fn definition_page(
             div.table-wrap { table {
                 thead { tr { th scope="col" { "Version" } th scope="col" { "Id" } th.opt scope="col" { "Label" } th scope="col" { "Applied" } } }
                 tbody { @for v in versions.iter().rev() { tr {
-                    td { @if v.version_id == rec.version_id { strong { (v.version) } } @else { a href={ "/ui/definitions/" (v.version_id) } { (v.version) } } }
-                    td.id { code { (v.version_id) } }
+                    td { @if v.id == rec.id { strong { (v.version) } } @else { a href={ "/ui/definitions/" (v.id) } { (v.version) } } }
+                    td.id { code { (v.id) } }
                     td.opt { (v.label.clone().unwrap_or_default()) }
-                    td { (layout::time(v.created_at)) }
+                    td { (layout::time(v.created_at.0)) }
                 } } }
             } }
         }
@@ -147,7 +131,7 @@ pub async fn definition_page(
         }
         section aria-label="Source" {
             h2 { "Source" }
-            (source_with_diagnostics(&rec))
+            (source_with_diagnostics(&slug, &detail.source))
         }
     };
     let status = if problems.is_empty() {
@@ -158,7 +142,7 @@ pub async fn definition_page(
     };
     (
         status,
-        layout::page(viewer, Nav::Definitions, &rec.slug, None, body),
+        layout::page(viewer, Nav::Definitions, &slug, None, body),
     )
         .into_response()
 }
@@ -171,34 +155,19 @@ pub async fn definition(
     definition_page(&state, &viewer, &id, &Form::default(), &[]).await
 }
 
-fn text_of(v: Option<&Value>) -> String {
-    v.and_then(Value::as_str).unwrap_or("—").to_string()
+fn or_dash(v: Option<&String>) -> Markup {
+    match v {
+        Some(t) => html! { (t) },
+        None => html! { span.muted { "—" } },
+    }
 }
 
-pub async fn triggers(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    Query(_q): Query<HashMap<String, String>>,
-) -> Response {
-    let mut rows = Vec::new();
-    if let Some(t) = state
-        .triggers
-        .as_ref()
-        .filter(|t| t.workspace_id() == viewer.workspace_id)
-    {
-        for trig in t.list() {
-            let store = state.engine.store().clone();
-            let (ws, name) = (t.workspace_id().to_string(), trig.name.clone());
-            let st = tokio::task::spawn_blocking(move || store.trigger_state(&ws, &name))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-                .unwrap_or(Value::Null);
-            let inactive = t.inactive_reason(&trig.name);
-            rows.push((trig, st, inactive));
-        }
-    }
+/// `/ui/triggers`: the API's trigger list (`api::triggers::views`), one row each.
+pub async fn triggers(State(state): State<AppState>, viewer: Viewer) -> Response {
+    let rows = match crate::api::triggers::views(&state, &viewer.workspace_id).await {
+        Ok(r) => r,
+        Err(e) => return layout::failure(&e.message()),
+    };
     let body = html! {
         h1 { "Triggers" }
         @if rows.is_empty() {
@@ -209,13 +178,18 @@ pub async fn triggers(
                     th scope="col" { "Trigger" } th scope="col" { "Kind" } th scope="col" { "Workflow" }
                     th scope="col" { "Next firing" } th scope="col" { "Last firing" } th scope="col" { "Last error" }
                 } }
-                tbody { @for (trig, st, inactive) in &rows { tr {
-                    td { (trig.name) @if !trig.enabled { " " span.badge.st-CANCELLED { "disabled" } } @if let Some(why) = inactive { br; span.error { "inactive: " (why) } } }
-                    td { (trig.source.kind()) }
-                    td { a href={ "/ui/definitions/" (trig.workflow) } { (trig.workflow) } }
-                    td { (text_of(st.get("nextDue").or_else(|| st.get("nextPoll")))) }
-                    td { (text_of(st.get("lastDue").or_else(|| st.get("lastPolledAt")))) }
-                    td { @match st.get("lastError").and_then(Value::as_str) { Some(e) => { span.error { (e) } }, None => { span.muted { "—" } } } }
+                tbody { @for t in &rows { tr data-trigger=(t.name) {
+                    td { (t.name) @if !t.enabled { " " span.badge.st-CANCELLED { "disabled" } } @if let Some(why) = &t.inactive { br; span.error { "inactive: " (why) } } }
+                    td { (t.kind) @if let Some(s) = &t.signal { br; span.muted { "signal " code { (s.signal_type) } } } }
+                    td { @match &t.workflow { Some(w) => { a href={ "/ui/definitions/" (w) } { (w) } }, None => { span.muted { "—" } } } }
+                    td { (or_dash(t.next_firing.as_ref())) }
+                    td { (or_dash(t.last_firing.as_ref())) }
+                    td {
+                        @match &t.last_error {
+                            Some(e) => { span.error { (e) } @if let Some(at) = &t.last_error_at { br; span.muted { "at " (at) } } },
+                            None => { span.muted { "—" } },
+                        }
+                    }
                 } } }
             } }
         }

@@ -2,6 +2,7 @@
 //! about it, then tabs (Overview, Graph, Timeline, Metadata, Trace) chosen in the URL.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -15,9 +16,11 @@ use super::history::trigger_label;
 use super::layout::{self, Nav};
 use super::session::Viewer;
 use super::timeline;
+use crate::api::ApiError;
+use crate::api::views::{RunDetail, RunView, StepView, Usage};
 use crate::definition::StepKind;
 use crate::engine::{Compiled, EngineError};
-use crate::store::{RunRecord, StepRecord};
+use crate::model::StepStatus;
 
 pub const TABS: [(&str, &str); 5] = [
     ("overview", "Overview"),
@@ -64,89 +67,56 @@ pub fn url(id: &str, tab: &str, step: Option<&str>) -> String {
     )
 }
 
-/// Everything the page reads about a run.
+/// Everything the page shows about a run: the API's own view of it (`GET
+/// /v1/workflow-runs/{id}?include=steps,usage[,trace]`) and the plan it is pinned to.
 pub struct Loaded {
-    pub run: RunRecord,
-    pub steps: Vec<StepRecord>,
-    pub compiled: std::sync::Arc<Compiled>,
+    pub detail: RunDetail,
+    pub compiled: Arc<Compiled>,
 }
 
+impl Loaded {
+    pub fn run(&self) -> &RunView {
+        &self.detail.run
+    }
+
+    /// The step's view, by name.
+    pub fn step(&self, name: &str) -> Option<&StepView> {
+        self.detail.steps.iter().find(|s| s.name == name)
+    }
+}
+
+/// Read a run through the API's query (`api::runs::detail`); the trace only when `trace`.
 pub async fn load(
     state: &crate::api::AppState,
     viewer: &Viewer,
     id: &str,
+    trace: bool,
 ) -> Result<Loaded, Response> {
     let run = match state.engine.run(&viewer.workspace_id, id).await {
         Ok(r) => r,
         Err(EngineError::NotFound(m)) => return Err(layout::not_found(&m)),
         Err(e) => return Err(layout::failure(&e.to_string())),
     };
-    let store = state.engine.store().clone();
-    let rid = run.id.clone();
-    let steps = tokio::task::spawn_blocking(move || store.steps(&rid))
-        .await
-        .map_err(|e| layout::failure(&e.to_string()))?
-        .map_err(|e| layout::failure(&e.to_string()))?;
-    let compiled = state
-        .engine
-        .compiled(&run.workspace_id, &run.definition_id)
-        .await
-        .map_err(|e| layout::failure(&e.to_string()))?;
-    Ok(Loaded {
-        run,
-        steps,
-        compiled,
-    })
-}
-
-/// The latest attempt of each step, by step id.
-fn latest(steps: &[StepRecord]) -> HashMap<String, &StepRecord> {
-    let mut out: HashMap<String, &StepRecord> = HashMap::new();
-    for s in steps {
-        match out.get(&s.step_id) {
-            Some(o) if o.attempt >= s.attempt => {}
-            _ => {
-                out.insert(s.step_id.clone(), s);
-            }
-        }
+    let include: &[&str] = if trace {
+        &["steps", "usage", "trace"]
+    } else {
+        &["steps", "usage"]
+    };
+    match crate::api::runs::detail(state, &run, include).await {
+        Ok((detail, compiled)) => Ok(Loaded { detail, compiled }),
+        Err(ApiError::NotFound(m)) => Err(layout::not_found(&m)),
+        Err(e) => Err(layout::failure(&e.message())),
     }
-    out
 }
 
-/// Calls and tokens of one model: (model, calls, prompt tokens, completion tokens).
-type ModelUse = (String, u64, u64, u64);
-
-fn usage_lines(steps: &[StepRecord], prices: &Value) -> (Vec<ModelUse>, Option<f64>) {
-    let mut models: Vec<ModelUse> = Vec::new();
-    let mut cost = 0.0;
-    let mut priced = false;
-    for s in steps {
-        let Some(u) = &s.usage else { continue };
-        let model = u["model"].as_str().unwrap_or("unknown").to_string();
-        let (p, c) = (
-            u["promptTokens"].as_u64().unwrap_or(0),
-            u["completionTokens"].as_u64().unwrap_or(0),
-        );
-        if let Some(price) = prices.get(&model) {
-            cost += p as f64 * price["input"].as_f64().unwrap_or(0.0) / 1e6
-                + c as f64 * price["output"].as_f64().unwrap_or(0.0) / 1e6;
-            priced = true;
-        }
-        match models.iter_mut().find(|m| m.0 == model) {
-            Some(m) => {
-                m.1 += u["calls"].as_u64().unwrap_or(1);
-                m.2 += p;
-                m.3 += c;
-            }
-            None => models.push((model, u["calls"].as_u64().unwrap_or(1), p, c)),
-        }
-    }
-    (models, priced.then_some(cost))
+/// `$0.0123`, or `None` when no model used has a price.
+fn cost(usage: Option<&Usage>) -> Option<String> {
+    usage.and_then(|u| u.cost_usd).map(|c| format!("${c:.4}"))
 }
 
-fn overview(l: &Loaded, prices: &Value, now: jiff::Timestamp) -> Markup {
-    let r = &l.run;
-    let (models, cost) = usage_lines(&l.steps, prices);
+fn overview(l: &Loaded, now: jiff::Timestamp) -> Markup {
+    let r = l.run();
+    let usage = l.detail.usage.as_ref();
     html! {
         div.runhead { (layout::format_toggle()) }
         div.grid2 {
@@ -162,26 +132,26 @@ fn overview(l: &Loaded, prices: &Value, now: jiff::Timestamp) -> Markup {
         section.block aria-label="Usage" {
             h3 { "Usage" }
             dl.meta {
-                dt { "Duration" } dd { (layout::duration(r.started_at, r.finished_at.or_else(|| (!r.status.is_terminal()).then_some(now)))) }
+                dt { "Duration" } dd { (layout::run_duration(r, now)) }
                 dt { "Queue time" } dd { (layout::duration(Some(r.created_at), r.started_at)) }
-                @for (model, calls, p, c) in &models {
-                    dt { (model) } dd { (calls) " call(s) · " (p) " prompt + " (c) " completion tokens" }
+                @for (model, m) in usage.iter().flat_map(|u| u.models.iter()) {
+                    dt { (model) } dd { (m.calls) " call(s) · " (m.prompt_tokens) " prompt + " (m.completion_tokens) " completion tokens" }
                 }
-                dt { "Cost" } dd { @match cost { Some(c) => { "$" (format!("{c:.4}")) }, None => { span.muted { "no prices configured (STEPWISE_PRICES)" } } } }
+                dt { "Cost" } dd { @match cost(usage) { Some(c) => { (c) }, None => { span.muted { "no prices configured (STEPWISE_PRICES)" } } } }
             }
         }
     }
 }
 
-fn attempts(steps: &[StepRecord], step: &str) -> Markup {
-    let mine: Vec<&StepRecord> = steps.iter().filter(|s| s.step_id == step).collect();
+fn attempts(l: &Loaded, step: &str) -> Markup {
+    let mine = l.step(step).map_or(&[][..], |s| s.attempts.as_slice());
     html! {
         section.card #attempts aria-label={ "Attempts of " (step) } {
             h2 { "Attempts of " code { (step) } }
             @if mine.is_empty() { p.muted { "This step has not started." } }
-            @for a in &mine {
+            @for (n, a) in mine.iter().enumerate() {
                 @let key = format!("a{}-{}", a.attempt, step.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
-                details open[mine.len() == 1 || Some(a) == mine.last()] {
+                details open[n + 1 == mine.len()] {
                     summary { "Attempt " (a.attempt) " " (layout::step_badge(a.status.as_str())) " · " (layout::duration(a.started_at, a.finished_at)) }
                     dl.meta {
                         dt { "Run attempt" } dd { (a.run_attempt) }
@@ -200,33 +170,40 @@ fn attempts(steps: &[StepRecord], step: &str) -> Markup {
 }
 
 fn graph_tab(l: &Loaded, step: Option<&str>) -> Markup {
-    let status: HashMap<String, String> = latest(&l.steps)
-        .into_iter()
-        .map(|(k, v)| (k, v.status.as_str().to_string()))
+    let status: HashMap<&str, StepStatus> = l
+        .detail
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status))
         .collect();
-    let id = l.run.id.clone();
     html! {
         p.muted { "Select a step to see its attempts." }
-        div.graph { (graph::svg(&l.compiled.plan, &status, step, |s| format!("{}#attempts", url(&id, "graph", Some(s))))) }
-        @if let Some(s) = step { (attempts(&l.steps, s)) }
+        // Relative to this run's page: 500 boxes repeat it.
+        div.graph { (graph::svg(&l.compiled.plan, &status, step, |s| format!("?tab=graph&step={s}#attempts"))) }
+        @if let Some(s) = step { (attempts(l, s)) }
     }
 }
 
-fn metadata(l: &Loaded, prices: &Value) -> Markup {
-    let r = &l.run;
-    let (models, cost) = usage_lines(&l.steps, prices);
-    let ran: BTreeSet<&str> = l.steps.iter().map(|s| s.step_id.as_str()).collect();
-    let services: BTreeSet<String> = l
-        .compiled
-        .plan
-        .definition
+fn metadata(l: &Loaded) -> Markup {
+    let r = l.run();
+    let d = &l.detail;
+    let plan = &l.compiled.plan;
+    let services: BTreeSet<&str> = d
         .steps
         .iter()
-        .filter(|s| ran.contains(s.id.as_str()))
-        .filter_map(|s| match &s.kind {
-            StepKind::Action(a) => Some(a.uses.clone()),
-            _ => None,
-        })
+        .filter(|s| !s.attempts.is_empty())
+        .filter_map(
+            |s| match &plan.definition.steps.get(*plan.order.get(s.index)?)?.kind {
+                StepKind::Action(a) => Some(a.uses.as_str()),
+                _ => None,
+            },
+        )
+        .collect();
+    let models: Vec<&str> = d
+        .usage
+        .iter()
+        .flat_map(|u| u.models.keys())
+        .map(String::as_str)
         .collect();
     html! {
         dl.meta.card {
@@ -235,46 +212,45 @@ fn metadata(l: &Loaded, prices: &Value) -> Markup {
             dt { "Run attempt" } dd { (r.attempt) }
             dt { "Idempotency key" } dd { @if let Some(k) = &r.idempotency_key { code { (k) } } @else { span.muted { "—" } } }
             @if let Some(p) = &r.parent_run_id { dt { "Parent run" } dd { a href={ "/ui/runs/" (p) } { code { (p) } } } }
-            dt { "Actor" } dd { (r.trigger.get("actor").map_or_else(|| "—".to_string(), |a| a.as_str().map_or_else(|| a.to_string(), str::to_string))) }
+            dt { "Actor" } dd { (match &d.actor { Value::Null => "—".to_string(), Value::String(a) => a.clone(), other => other.to_string() }) }
             dt { "Project (workspace)" } dd { code { (r.workspace_id) } }
-            dt { "Trigger" } dd { (trigger_label(r)) }
-            dt { "Trigger (raw)" } dd { (layout::inline(&r.trigger)) }
+            dt { "Trigger" } dd { (trigger_label(&d.trigger)) }
+            dt { "Trigger (raw)" } dd { (layout::inline(&d.trigger)) }
             dt { "Queue time" } dd { (layout::duration(Some(r.created_at), r.started_at)) }
-            dt { "Created" } dd { (layout::time(r.created_at)) }
+            dt { "Created" } dd { (layout::time(r.created_at.0)) }
             dt { "Started" } dd { (layout::opt_time(r.started_at)) }
             dt { "Finished" } dd { (layout::opt_time(r.finished_at)) }
-            dt { "Models used" } dd { @if models.is_empty() { span.muted { "none" } } @else { (models.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")) } }
+            dt { "Models used" } dd { @if models.is_empty() { span.muted { "none" } } @else { (models.join(", ")) } }
             dt { "Services used" } dd { @if services.is_empty() { span.muted { "none" } } @else { (services.into_iter().collect::<Vec<_>>().join(", ")) } }
-            dt { "Total cost" } dd { @match cost { Some(c) => { "$" (format!("{c:.4}")) }, None => { span.muted { "—" } } } }
+            dt { "Total cost" } dd { @match cost(d.usage.as_ref()) { Some(c) => { (c) }, None => { span.muted { "—" } } } }
         }
     }
 }
 
-async fn trace(state: &crate::api::AppState, run: &RunRecord) -> Result<Markup, Response> {
+async fn trace(state: &crate::api::AppState, l: &Loaded) -> Result<Markup, Response> {
     let store = state.engine.store().clone();
-    let id = run.id.clone();
-    let (events, children) = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((store.events(&id)?, store.child_runs(&id)?))
-    })
-    .await
-    .map_err(|e| layout::failure(&e.to_string()))?
-    .map_err(|e| layout::failure(&e.to_string()))?;
+    let id = l.run().id.clone();
+    let children = tokio::task::spawn_blocking(move || store.child_runs(&id))
+        .await
+        .map_err(|e| layout::failure(&e.to_string()))?
+        .map_err(|e| layout::failure(&e.to_string()))?;
+    let events = l.detail.trace.as_deref().unwrap_or_default();
     Ok(html! {
         @if !children.is_empty() {
             section.card aria-label="Child runs" {
                 h2 { "Child runs" }
-                ul { @for c in &children {
-                    li { a href={ "/ui/runs/" (c.id) } { code { (c.id) } } " " (c.definition_slug) " " (layout::badge(c)) }
+                ul { @for c in children.iter().map(RunView::new) {
+                    li { a href={ "/ui/runs/" (c.id) } { code { (c.id) } } " " (c.definition_slug) " " (layout::badge(&c)) }
                 } }
             }
         }
         section.card aria-label="Event log" {
             h2 { "Event log" }
             ol.trace {
-                @for e in &events {
+                @for e in events {
                     li {
-                        span { (layout::time(e.at)) }
-                        span { strong { (e.kind.as_str()) } @if let Some(s) = &e.step_id { " " code { (s) } } }
+                        span { (layout::time(e.at.0)) }
+                        span { strong { (e.kind.as_str()) } @if let Some(s) = &e.step { " " code { (s) } } }
                         span {
                             @if let Some(child) = e.data.get("childRunId").and_then(Value::as_str) {
                                 a href={ "/ui/runs/" (child) } { code { (child) } } " "
@@ -295,24 +271,28 @@ pub async fn live_section(
     l: &Loaded,
     view: &View,
 ) -> Result<Markup, Response> {
-    let r = &l.run;
+    let r = l.run();
     let now = state.engine.clock().now();
     let panel = match view.tab.as_str() {
         "graph" => graph_tab(l, view.step.as_deref()),
-        "timeline" => timeline::waterfall(&l.compiled.plan, r, &l.steps, now),
-        "metadata" => metadata(l, &state.prices),
-        "trace" => trace(state, r).await?,
-        _ => overview(l, &state.prices, now),
+        "timeline" => timeline::waterfall(&l.compiled.plan, &l.detail, now),
+        "metadata" => metadata(l),
+        "trace" => trace(state, l).await?,
+        _ => overview(l, now),
     };
     let here = url(&r.id, &view.tab, view.step.as_deref());
+    let step = super::history::current_step(
+        r,
+        &HashMap::from([(r.definition_id.clone(), l.compiled.clone())]),
+    );
     Ok(html! {
         section #live data-refresh hx-get=(here) hx-select="#live" hx-target="this" hx-swap="outerHTML" hx-trigger="refresh" hx-sync="this:queue last" {
             div.runhead.card {
                 (layout::badge(r))
                 span { a href={ "/ui/definitions/" (r.definition_slug) } { (r.definition_slug) } }
                 span.muted { "started " (layout::opt_time(r.started_at)) }
-                span.muted { "duration " (layout::duration(r.started_at, r.finished_at.or_else(|| (!r.status.is_terminal()).then_some(now)))) }
-                @if let Some(step) = super::history::current_step(r, &HashMap::from([(r.definition_id.clone(), l.compiled.clone())])) {
+                span.muted { "duration " (layout::run_duration(r, now)) }
+                @if let Some(step) = step {
                     span.muted { "step " code { (step) } }
                 }
             }
@@ -341,15 +321,16 @@ pub async fn render(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let live = format!("/ui/live?run={}", l.run.id);
+    let id = &l.run().id;
+    let live = format!("/ui/live?run={id}");
     layout::page(
         viewer,
         Nav::Runs,
-        &format!("Run {}", l.run.id),
+        &format!("Run {id}"),
         Some(&live),
         html! {
             p { a href="/ui/runs" { "← History" } }
-            h1 { "Run " code { (l.run.id) } }
+            h1 { "Run " code { (id) } }
             (section)
         },
     )
@@ -362,9 +343,10 @@ pub async fn page(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let l = match load(&state, &viewer, &id).await {
+    let view = View::read(&q);
+    let l = match load(&state, &viewer, &id, view.tab == "trace").await {
         Ok(l) => l,
         Err(r) => return r,
     };
-    render(&state, &viewer, &l, &View::read(&q)).await
+    render(&state, &viewer, &l, &view).await
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use maud::{Markup, html};
 
 use crate::compile::Plan;
+use crate::model::StepStatus;
 
 const W: usize = 170;
 const H: usize = 38;
@@ -35,10 +36,12 @@ fn short(name: &str) -> String {
     }
 }
 
-/// `status` names each step's status by step id; `link` makes each box's URL.
+/// `status` names each step's status by step id (none: a definition's graph); `link` makes
+/// each box's URL. A graph of 500 steps weighs about 200 KB: what repeats per box is kept
+/// short (styles in ui.css, relative links).
 pub fn svg(
     plan: &Plan,
-    status: &HashMap<String, String>,
+    status: &HashMap<&str, StepStatus>,
     selected: Option<&str>,
     link: impl Fn(&str) -> String,
 ) -> Markup {
@@ -73,20 +76,19 @@ pub fn svg(
                 @for &d in &plan.deps[i] {
                     @let (x1, y1) = pos.get(&d).copied().unwrap_or_default();
                     @let (x2, y2) = pos.get(&i).copied().unwrap_or_default();
-                    path d={ "M " (x1 + W / 2) " " (y1 + H) " C " (x1 + W / 2) " " (y1 + H + GAP_Y / 2) ", " (x2 + W / 2) " " (y2 - GAP_Y / 2) ", " (x2 + W / 2) " " (y2) }
-                        marker-end="url(#arrow)" {}
+                    path.e d={ "M" (x1 + W / 2) " " (y1 + H) "C" (x1 + W / 2) " " (y1 + H + GAP_Y / 2) " " (x2 + W / 2) " " (y2 - GAP_Y / 2) " " (x2 + W / 2) " " (y2) } {}
                 }
             }
             @for &i in &plan.order {
                 @let step = &steps[i];
                 @let (x, y) = pos.get(&i).copied().unwrap_or_default();
-                @let st = status.get(&step.id).map_or("PENDING", String::as_str);
+                @let st = status.get(step.id.as_str()).map_or("PENDING", |s| s.as_str());
                 @let class = if selected == Some(step.id.as_str()) { format!("st-{st} selected") } else { format!("st-{st}") };
                 a href=(link(&step.id)) aria-label={ (step.id) ": " (step.kind.type_name()) ", " (st.to_ascii_lowercase()) } data-step=(step.id) {
                     title { (step.id) " (" (step.kind.type_name()) "): " (st) }
                     rect class=(class) x=(x) y=(y) width=(W) height=(H) rx="6" {}
                     text x=(x + 8) y=(y + 16) { (short(&step.id)) }
-                    text x=(x + 8) y=(y + 31) fill="#5f6670" style="font-size:11px" {
+                    text.sub x=(x + 8) y=(y + 31) {
                         (step.kind.type_name())
                         // A definition's graph has no statuses to show.
                         @if !status.is_empty() { " · " (st.to_ascii_lowercase()) }

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
+use serde_json::Value;
 
 use super::layout::{self, Nav};
 use super::session::Viewer;
 use crate::api::AppState;
+use crate::api::views::{HistoryRun, RunView};
 use crate::engine::Compiled;
 use crate::model::RunStatus;
-use crate::store::{HistoryFilter, RunQuery, RunRecord};
+use crate::store::{HistoryFilter, RunQuery};
 
 /// Rows per page unless the URL says otherwise.
 pub const PAGE_SIZE: u64 = 25;
@@ -146,43 +148,44 @@ impl Filters {
 }
 
 /// The compiled version of each run's definition (for step names), read once per version.
-pub async fn plans(state: &AppState, runs: &[RunRecord]) -> HashMap<String, Arc<Compiled>> {
+pub async fn plans(
+    state: &AppState,
+    runs: &[&RunView],
+    workspace_id: &str,
+) -> HashMap<String, Arc<Compiled>> {
     let mut out = HashMap::new();
     for r in runs {
-        if out.contains_key(&r.definition_id) {
+        let id = r.definition_id.as_str();
+        if out.contains_key(id) {
             continue;
         }
-        if let Ok(c) = state
-            .engine
-            .compiled(&r.workspace_id, &r.definition_id)
-            .await
-        {
-            out.insert(r.definition_id.clone(), c);
+        if let Ok(c) = state.engine.compiled(workspace_id, id).await {
+            out.insert(id.to_string(), c);
         }
     }
     out
 }
 
 /// The name of the step a run is at (its `currentStepIndex` in plan order).
-pub fn current_step(r: &RunRecord, plans: &HashMap<String, Arc<Compiled>>) -> Option<String> {
+pub fn current_step(r: &RunView, plans: &HashMap<String, Arc<Compiled>>) -> Option<String> {
     let c = plans.get(&r.definition_id)?;
     let i = usize::try_from(r.current_step_index).ok()?;
     let step = c.plan.order.get(i)?;
     Some(c.plan.definition.steps.get(*step)?.id.clone())
 }
 
-pub fn trigger_label(r: &RunRecord) -> String {
-    r.trigger
+pub fn trigger_label(trigger: &Value) -> String {
+    trigger
         .get("label")
         .and_then(|l| l.as_str())
-        .or_else(|| r.trigger.get("kind").and_then(|k| k.as_str()))
+        .or_else(|| trigger.get("kind").and_then(|k| k.as_str()))
         .unwrap_or("—")
         .to_string()
 }
 
-/// Runs as table rows (History and the approvals inbox).
+/// Runs as table rows, in the API's history shape.
 pub fn table(
-    runs: &[RunRecord],
+    runs: &[HistoryRun],
     plans: &HashMap<String, Arc<Compiled>>,
     now: jiff::Timestamp,
 ) -> Markup {
@@ -196,14 +199,15 @@ pub fn table(
                     th.opt scope="col" { "Current step" }
                 } }
                 tbody {
-                    @for r in runs {
+                    @for h in runs {
+                        @let r = &h.run;
                         tr data-run=(r.id) {
                             td.id { a href={ "/ui/runs/" (r.id) } { (r.id) } }
                             td { (r.definition_slug) }
                             td { (layout::badge(r)) }
-                            td.opt { (trigger_label(r)) }
+                            td.opt { (trigger_label(&h.trigger)) }
                             td { (layout::opt_time(r.started_at.or(Some(r.created_at)))) }
-                            td.opt { (layout::duration(r.started_at, r.finished_at.or_else(|| (!r.status.is_terminal()).then_some(now)))) }
+                            td.opt { (layout::run_duration(r, now)) }
                             td.opt { (current_step(r, plans).unwrap_or_default()) }
                         }
                     }
@@ -251,15 +255,23 @@ fn filter_form(f: &Filters, workflows: &[String]) -> Markup {
     }
 }
 
-pub fn pager(total: u64, page: u64, size: u64, url: impl Fn(u64) -> String) -> Markup {
+/// `total` runs match (at least, with `more`), shown `size` a page.
+pub fn pager(total: u64, more: bool, page: u64, size: u64, url: impl Fn(u64) -> String) -> Markup {
     let pages = total.div_ceil(size).max(1);
-    let first = if total == 0 { 0 } else { (page - 1) * size + 1 };
+    let first = if total == 0 {
+        0
+    } else {
+        ((page - 1) * size + 1).min(total)
+    };
     let last = (page * size).min(total);
+    let plus = if more { "+" } else { "" };
     html! {
         nav.pager aria-label="Pages" {
-            span { (first) "–" (last) " of " strong { (total) } " runs · page " (page) " of " (pages) }
+            span {
+                (first) "–" (last) " of " strong { (total) (plus) } " runs · page " (page) " of " (pages) (plus)
+            }
             @if page > 1 { a href=(url(page - 1)) rel="prev" { "← Newer" } }
-            @if page < pages { a href=(url(page + 1)) rel="next" { "Older →" } }
+            @if page < pages || more { a href=(url(page + 1)) rel="next" { "Older →" } }
         }
     }
 }
@@ -272,17 +284,25 @@ pub async fn runs_section(
 ) -> Result<Markup, Response> {
     let (q, hf) = f.query(&viewer.workspace_id);
     let store = state.engine.store().clone();
-    let (runs, total) = tokio::task::spawn_blocking(move || store.history(&q, &hf))
+    let found = tokio::task::spawn_blocking(move || store.history(&q, &hf))
         .await
         .map_err(|e| layout::failure(&e.to_string()))?
         .map_err(|e| layout::failure(&e.to_string()))?;
-    let plans = plans(state, &runs).await;
+    let runs: Vec<HistoryRun> = found.runs.iter().map(HistoryRun::new).collect();
+    let views: Vec<&RunView> = runs.iter().map(|h| &h.run).collect();
+    let plans = plans(state, &views, &viewer.workspace_id).await;
     let now = state.engine.clock().now();
     let url = f.url(f.page);
     Ok(html! {
         section #runs data-refresh hx-get=(url) hx-select="#runs" hx-target="this" hx-swap="outerHTML" hx-trigger="refresh" hx-sync="this:queue last" aria-live="polite" {
             @for p in &f.problems { p.error role="alert" { (p) } }
-            (pager(total, f.page, f.size, |p| f.url(p)))
+            (pager(found.total, found.more, f.page, f.size, |p| f.url(p)))
+            @if let Some(read) = found.searched {
+                p.muted role="note" {
+                    "The search read the newest " (read) " runs that match the other filters. "
+                    "To search older runs, set “To” to an earlier time."
+                }
+            }
             @if runs.is_empty() && f.url(1) == "/ui/runs" {
                 p.card { "No runs yet. Start one from a workflow's page (" a href="/ui/definitions" { "Workflows" } "), the CLI or the API." }
             } @else if runs.is_empty() {

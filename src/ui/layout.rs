@@ -9,8 +9,7 @@ use serde_json::Value;
 use super::assets;
 use super::session::Viewer;
 use super::text;
-use crate::model::RunStatus;
-use crate::store::RunRecord;
+use crate::api::views::{RunView, Time};
 
 /// Which navigation entry is current.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -100,23 +99,16 @@ pub fn not_found(what: &str) -> Response {
         .into_response()
 }
 
-/// The words of a run's status as History shows it: the waiting kinds get their own label.
-pub fn status_label(r: &RunRecord) -> String {
-    let kind = r
-        .pending_action
-        .as_ref()
-        .filter(|_| r.status.is_suspended())
-        .and_then(|a| a.get("type"))
-        .and_then(Value::as_str);
-    match (r.status, kind) {
-        (RunStatus::Paused, _) | (_, Some("approval")) => "Waiting for approval".into(),
-        (_, Some("external_event")) => "Waiting on hook".into(),
-        (_, Some("wait")) => "Sleeping".into(),
-        (s, _) => text::title_case(s.as_str()),
+/// The words of a run's status as History shows it: the API's `waitingOn` label for the
+/// waiting kinds ("Waiting for approval", "Waiting on hook", "Sleeping").
+pub fn status_label(r: &RunView) -> String {
+    match &r.waiting_on {
+        Some(w) => w.label.to_string(),
+        None => text::title_case(r.status.as_str()),
     }
 }
 
-pub fn badge(r: &RunRecord) -> Markup {
+pub fn badge(r: &RunView) -> Markup {
     html! { span class={ "badge st-" (r.status.as_str()) } { (status_label(r)) } }
 }
 
@@ -129,19 +121,27 @@ pub fn time(t: Timestamp) -> Markup {
     html! { time datetime=(t.to_string()) { (t.strftime("%Y-%m-%d %H:%M:%S")) } }
 }
 
-pub fn opt_time(t: Option<Timestamp>) -> Markup {
+pub fn opt_time(t: Option<Time>) -> Markup {
     match t {
-        Some(t) => time(t),
+        Some(t) => time(t.0),
         None => html! { span.muted { "—" } },
     }
 }
 
 /// `1.2 s`, `350 ms`, `3 min 5 s`.
-pub fn duration(a: Option<Timestamp>, b: Option<Timestamp>) -> String {
+pub fn duration(a: Option<Time>, b: Option<Time>) -> String {
     match (a, b) {
-        (Some(a), Some(b)) => text::millis(b.duration_since(a).as_millis()),
+        (Some(a), Some(b)) => text::millis(b.0.duration_since(a.0).as_millis()),
         _ => "—".into(),
     }
+}
+
+/// How long a run has taken: to its end, or until `now` while it goes on.
+pub fn run_duration(r: &RunView, now: Timestamp) -> String {
+    let end = r
+        .finished_at
+        .or_else(|| (!r.status.is_terminal()).then_some(Time(now)));
+    duration(r.started_at, end)
 }
 
 /// A payload, as JSON or YAML (the page's toggle picks), with a copy button. Long ones fold.

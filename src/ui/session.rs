@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -157,6 +157,26 @@ pub fn check_change(viewer: &Viewer, headers: &HeaderMap, form: &Form) -> Result
         ));
     }
     Ok(())
+}
+
+/// A change someone asked for: who (signed in), the form they sent, its Origin and CSRF
+/// token already checked. Every UI handler that changes something takes one.
+pub struct Change {
+    pub viewer: Viewer,
+    pub form: Form,
+}
+
+impl FromRequest<AppState> for Change {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let headers = parts.headers.clone();
+        let form = Form::from_request(Request::from_parts(parts, body), state).await?;
+        check_change(&viewer, &headers, &form).map_err(IntoResponse::into_response)?;
+        Ok(Change { viewer, form })
+    }
 }
 
 /// A change refused before it was looked at (403).

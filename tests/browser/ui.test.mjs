@@ -18,7 +18,7 @@ const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const shots = join(repo, "target/ui-screenshots");
 const TIMEOUT = 15000;
 
-let work, server, base, browser, keyA, keyB, evil, evilBase;
+let work, server, base, browser, keyA, keyB, keyOps, evil, evilBase;
 
 function freePort() {
   return new Promise((ok) => {
@@ -73,6 +73,7 @@ before(async () => {
   const db = join(work, "ui.db");
   keyA = createKey(db, "alpha");
   keyB = createKey(db, "beta");
+  keyOps = createKey(db, "default"); // the workspace --definitions loads triggers into
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   server = spawn(bin, ["serve", "--addr", `127.0.0.1:${port}`, "--db", db, "--definitions", join(here, "workflows")], {
@@ -85,7 +86,7 @@ before(async () => {
     await new Promise((r) => setTimeout(r, 100));
   }
   // --definitions loads into the default workspace; the keys act in their own: apply there.
-  for (const f of ["expense", "quick-approval", "flaky", "fan-out"]) {
+  for (const f of ["expense", "quick-approval", "flaky", "fan-out", "long-names"]) {
     const { readFileSync } = await import("node:fs");
     const r = await fetch(base + "/v1/workflow-definitions", {
       method: "POST",
@@ -297,9 +298,31 @@ test("phone-sized screens and long ids keep the layout", async () => {
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForURL(/\/ui\/runs/);
   const width = await page.evaluate(() => document.documentElement.scrollWidth);
-  assert.ok(width <= 392, `no sideways scrolling on a phone (page is ${width}px wide)`);
+  const wide = await page.evaluate(() => [...document.querySelectorAll("body *")]
+    .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+    .slice(0, 5).map((e) => `${e.tagName}.${e.className}: ${e.textContent.slice(0, 60)}`));
+  assert.ok(width <= 392, `no sideways scrolling on a phone (page is ${width}px wide): ${wide.join(" | ")}`);
   await shot(page, "history-phone");
   await context.close();
+});
+
+test("the Triggers page shows a webhook's last firing and last error", async () => {
+  const post = (body) => fetch(base + "/v1/webhooks/orders", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+  });
+  assert.equal((await post({ nope: 1 })).status, 400);
+  assert.equal((await post({ order: "o-1" })).status, 202);
+  const page = await signedInPage(keyOps);
+  await page.getByRole("link", { name: "Triggers" }).click();
+  const row = page.locator('tr[data-trigger="orders-hook"]');
+  await row.waitFor();
+  const cells = await row.locator("td").allTextContents();
+  assert.equal(cells[1].trim(), "webhook");
+  assert.equal(cells[3].trim(), "—", "a webhook has no next firing");
+  assert.match(cells[4], /^\d{4}-\d\d-\d\dT/, `last firing: ${cells[4]}`);
+  assert.match(cells[5], /does not match the schema/, `last error: ${cells[5]}`);
+  await shot(page, "triggers-webhook");
+  await page.context().close();
 });
 
 test("screenshots for the docs: History and a run's Graph", async () => {
@@ -311,5 +334,47 @@ test("screenshots for the docs: History and a run's Graph", async () => {
   await page.goto(`${base}/ui/runs/${run.id}?tab=graph`);
   await page.locator('a[data-step="approve_order"]').waitFor();
   await page.screenshot({ path: join(shots, "docs-graph.png") });
+  await page.context().close();
+});
+
+test("large payloads fold, long names wrap, and the keyboard reaches everything", async () => {
+  const lines = Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`field_${i}`, "x".repeat(i)]));
+  const run = await startRun("a-workflow-with-a-rather-long-name-that-goes-on-and-on-and-on", { blob: lines, word: "y".repeat(400) });
+  const page = await signedInPage(keyA);
+  await page.goto(`${base}/ui/runs/${run.id}`);
+  const fold = page.locator('section[aria-label="Input"] details');
+  await fold.waitFor();
+  assert.match(await fold.locator("summary").textContent(), /Show \d+ lines/);
+  assert.equal(await page.locator("#input-json").isVisible(), false, "folded until asked");
+  await fold.locator("summary").click();
+  assert.ok(await page.locator("#input-json").isVisible());
+  const noSideways = async () => page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
+  assert.ok(await noSideways(), "the run page does not scroll sideways");
+  // On a phone too, in every tab: long names wrap, the graph scrolls inside its box.
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const tab of ["overview", "graph", "timeline", "metadata", "trace"]) {
+    await page.goto(`${base}/ui/runs/${run.id}?tab=${tab}`);
+    await page.locator("#panel").waitFor();
+    assert.ok(await noSideways(), `the ${tab} tab does not scroll sideways on a phone`);
+  }
+  await shot(page, "long-names-phone");
+  await page.setViewportSize({ width: 1280, height: 860 });
+  await page.goto(`${base}/ui/runs`);
+  assert.ok(await noSideways(), "History does not scroll sideways");
+  // Every control has a label.
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll("input:not([type=hidden]), select, button, textarea")]
+    .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !el.textContent.trim())
+    .map((el) => el.outerHTML));
+  assert.deepEqual(unlabelled, []);
+  // The keyboard: the skip link first, then into the page; Tab reaches the Status filter.
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), "Skip to content");
+  let reached = false;
+  for (let i = 0; i < 15 && !reached; i++) {
+    await page.keyboard.press("Tab");
+    reached = await page.evaluate(() => document.activeElement.name === "status");
+  }
+  assert.ok(reached, "Tab reaches the status filter");
+  await shot(page, "long-names");
   await page.context().close();
 });

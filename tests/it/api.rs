@@ -17,11 +17,16 @@ pub struct Api {
 
 impl Api {
     pub async fn start() -> Api {
-        let env = Env::new().await;
+        Api::serve(Env::new().await, |s| s).await
+    }
+
+    /// The router over `env`'s engine, API keys on (one key of the default workspace), on
+    /// a free loopback port; `state` adds to its state (triggers, …).
+    pub async fn serve(env: Env, state: impl FnOnce(AppState) -> AppState) -> Api {
         let key = add_key(env.engine.store().as_ref(), "ws_default");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(AppState::new(env.engine.clone(), false, None));
+        let app = router(state(AppState::new(env.engine.clone(), false, None)));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -100,7 +105,7 @@ fn code(v: &Value) -> &str {
 const LEAD_ROUTER: &str = include_str!("../../examples/lead-router.yaml");
 const PAYMENT: &str = include_str!("../../examples/payment-onboarding.yaml");
 
-const SIMPLE: &str = r#"
+pub const SIMPLE: &str = r#"
 id: simple
 input:
   type: object

@@ -5,27 +5,12 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value, json};
-use stepwise::api::{AppState, router};
 use stepwise::diagnostics::SourceFile;
 use stepwise::store::DEFAULT_WORKSPACE;
 use stepwise::triggers::Triggers;
 
-use crate::api::add_key;
+use crate::api::{Api, SIMPLE};
 use crate::engine::Env;
-
-const SIMPLE: &str = r#"
-id: simple
-input:
-  type: object
-  required: [name]
-  properties:
-    name: {type: string}
-steps:
-  - id: hello
-    type: action
-    uses: transform
-    with: {value: {greeting: "Hello {{ input.name }}"}}
-"#;
 
 /// An agent step (usage per model), then an approval (PAUSED, a hook).
 const AGENT: &str = r#"
@@ -61,10 +46,8 @@ const EXPENSE: &str = include_str!("../../examples/expense-approval.yaml");
 
 /// Real HTTP to a router with a key, triggers on; every answer checked against the document.
 struct Checked {
-    env: Env,
-    base: String,
-    key: String,
-    http: reqwest::Client,
+    /// The server: `tests/it/api.rs`'s, with the test trigger.
+    srv: Api,
     doc: Value,
     validators: HashMap<String, jsonschema::Validator>,
     /// (method, documented path, status) of every answer validated.
@@ -74,20 +57,14 @@ struct Checked {
 impl Checked {
     async fn start() -> Checked {
         let env = Env::new().await;
-        let key = add_key(env.engine.store().as_ref(), DEFAULT_WORKSPACE);
         let triggers = Triggers::new(env.engine.clone(), DEFAULT_WORKSPACE);
         let lint = stepwise::validate::lint(&SourceFile::new("t.yaml", TRIGGER));
         let trigger = lint.trigger.expect("the test trigger lints");
         triggers.set(trigger).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(AppState::new(env.engine.clone(), false, None).with_triggers(triggers));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        let http = reqwest::Client::new();
-        let doc: Value = http
-            .get(format!("{base}/openapi.json"))
+        let api = Api::serve(env, |s| s.with_triggers(triggers)).await;
+        let doc: Value = api
+            .http
+            .get(api.url("/openapi.json"))
             .send()
             .await
             .unwrap()
@@ -96,10 +73,7 @@ impl Checked {
             .unwrap();
         every_ref_resolves(&doc, &doc);
         Checked {
-            env,
-            base,
-            key,
-            http,
+            srv: api,
             doc: strict(doc),
             validators: HashMap::new(),
             seen: BTreeSet::new(),
@@ -172,10 +146,11 @@ impl Checked {
         key: bool,
     ) -> (u16, Value) {
         let mut req = self
+            .srv
             .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+            .request(method.parse().unwrap(), self.srv.url(path));
         if key {
-            req = req.header("x-api-key", &self.key);
+            req = req.header("x-api-key", &self.srv.key);
         }
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
@@ -207,8 +182,13 @@ impl Checked {
             .await
     }
 
+    /// The status of a call with the key and no body.
+    async fn status(&mut self, method: &str, path: &str) -> u16 {
+        self.call(method, path, None).await.0
+    }
+
     async fn apply(&mut self, yaml: &str) -> (u16, Value) {
-        let yaml = yaml.replace("{server}", &format!("http://{}", self.env.server.addr));
+        let yaml = yaml.replace("{server}", &format!("http://{}", self.srv.env.server.addr));
         self.send(
             "POST",
             "/v1/workflow-definitions",
@@ -285,7 +265,8 @@ fn id(v: &Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_answer_matches_the_schema_the_document_declares() {
     let mut api = Checked::start().await;
-    api.env
+    api.srv
+        .env
         .server
         .answer_llm(&["{\"category\": \"enterprise\"}"]);
 
@@ -311,20 +292,13 @@ async fn every_answer_matches_the_schema_the_document_declares() {
         .send("GET", "/v1/workflow-definitions", None, None, false)
         .await;
     assert_eq!(s, 401);
+    assert_eq!(api.status("GET", "/v1/workflow-definitions").await, 200);
     assert_eq!(
-        api.call("GET", "/v1/workflow-definitions", None).await.0,
+        api.status("GET", "/v1/workflow-definitions/simple").await,
         200
     );
     assert_eq!(
-        api.call("GET", "/v1/workflow-definitions/simple", None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        api.call("GET", "/v1/workflow-definitions/nothing", None)
-            .await
-            .0,
+        api.status("GET", "/v1/workflow-definitions/nothing").await,
         404
     );
 
@@ -354,26 +328,18 @@ async fn every_answer_matches_the_schema_the_document_declares() {
         )
         .await;
     assert_eq!(s, 404);
-    assert_eq!(api.call("GET", "/v1/workflow-runs", None).await.0, 200);
-    assert_eq!(
-        api.call("GET", "/v1/workflow-runs?status=BAD", None)
-            .await
-            .0,
-        400
-    );
+    assert_eq!(api.status("GET", "/v1/workflow-runs").await, 200);
+    assert_eq!(api.status("GET", "/v1/workflow-runs?status=BAD").await, 400);
     let done = id(&done);
     let full = format!("/v1/workflow-runs/{done}?include=trigger,steps,trace,usage");
     assert_eq!(api.call("GET", &full, None).await.0, 200);
     assert_eq!(
-        api.call("GET", &format!("/v1/workflow-runs/{done}"), None)
-            .await
-            .0,
+        api.status("GET", &format!("/v1/workflow-runs/{done}"))
+            .await,
         200
     );
     assert_eq!(
-        api.call("GET", "/v1/workflow-runs/wfrun_nothing", None)
-            .await
-            .0,
+        api.status("GET", "/v1/workflow-runs/wfrun_nothing").await,
         404
     );
 
@@ -441,13 +407,8 @@ async fn every_answer_matches_the_schema_the_document_declares() {
         .await;
     assert_eq!(s, 404);
     assert_eq!(
-        api.call(
-            "GET",
-            &format!("/v1/workflow-runs/{paused}/hooks?all=true"),
-            None
-        )
-        .await
-        .0,
+        api.status("GET", &format!("/v1/workflow-runs/{paused}/hooks?all=true"))
+            .await,
         200
     );
 
@@ -510,27 +471,23 @@ async fn every_answer_matches_the_schema_the_document_declares() {
     assert_eq!(sleepy["data"]["waitingOn"]["label"], "Sleeping", "{sleepy}");
     let sleepy = id(&sleepy);
     assert_eq!(
-        api.call("POST", &format!("/v1/workflow-runs/{sleepy}/cancel"), None)
-            .await
-            .0,
+        api.status("POST", &format!("/v1/workflow-runs/{sleepy}/cancel"))
+            .await,
         200
     );
     assert_eq!(
-        api.call("POST", &format!("/v1/workflow-runs/{sleepy}/cancel"), None)
-            .await
-            .0,
+        api.status("POST", &format!("/v1/workflow-runs/{sleepy}/cancel"))
+            .await,
         409
     );
     assert_eq!(
-        api.call("DELETE", &format!("/v1/workflow-runs/{sleepy}"), None)
-            .await
-            .0,
+        api.status("DELETE", &format!("/v1/workflow-runs/{sleepy}"))
+            .await,
         409
     );
     assert_eq!(
-        api.call("POST", &format!("/v1/workflow-runs/{done}/retry"), None)
-            .await
-            .0,
+        api.status("POST", &format!("/v1/workflow-runs/{done}/retry"))
+            .await,
         409
     );
     let (_, failed) = api
@@ -543,33 +500,27 @@ async fn every_answer_matches_the_schema_the_document_declares() {
     assert_eq!(failed["data"]["status"], "FAILED", "{failed}");
     let failed = id(&failed);
     assert_eq!(
-        api.call("POST", &format!("/v1/workflow-runs/{failed}/retry"), None)
-            .await
-            .0,
+        api.status("POST", &format!("/v1/workflow-runs/{failed}/retry"))
+            .await,
         200
     );
     assert_eq!(
-        api.call("DELETE", "/v1/workflow-runs/wfrun_nothing", None)
-            .await
-            .0,
+        api.status("DELETE", "/v1/workflow-runs/wfrun_nothing")
+            .await,
         404
     );
 
     // History, triggers and a webhook delivery (new, redelivered, unknown endpoint).
-    assert_eq!(
-        api.call("GET", "/v1/history?status=completed", None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(api.call("GET", "/v1/history?kind=agent", None).await.0, 400);
+    assert_eq!(api.status("GET", "/v1/history?status=completed").await, 200);
+    assert_eq!(api.status("GET", "/v1/history?kind=agent").await, 400);
     let (s, b) = api.call("GET", "/v1/triggers", None).await;
     assert_eq!(s, 200);
     assert_eq!(b["data"][0]["name"], "signup");
     for expected in [202, 200] {
         let resp = api
+            .srv
             .http
-            .post(format!("{}/v1/webhooks/signup", api.base))
+            .post(api.srv.url("/v1/webhooks/signup"))
             .header("content-type", "application/json")
             .header("x-delivery-id", "d1")
             .body(r#"{"name": "Grace"}"#)
@@ -594,10 +545,11 @@ async fn every_answer_matches_the_schema_the_document_declares() {
 
     // A foreign origin, the health check.
     let resp = api
+        .srv
         .http
-        .post(format!("{}/v1/workflow-runs", api.base))
+        .post(api.srv.url("/v1/workflow-runs"))
         .header("origin", "http://evil.example")
-        .header("x-api-key", &api.key)
+        .header("x-api-key", &api.srv.key)
         .header("content-type", "application/json")
         .body("{}")
         .send()
@@ -674,13 +626,8 @@ async fn every_documented_query_parameter_is_read() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docs_serves_the_vendored_viewer_of_the_document() {
-    let api = Checked::start().await;
-    let resp = api
-        .http
-        .get(format!("{}/docs/", api.base))
-        .send()
-        .await
-        .unwrap();
+    let api = Checked::start().await.srv;
+    let resp = api.http.get(api.url("/docs/")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let page = resp.text().await.unwrap();
     assert!(page.contains("swagger-ui-bundle.js"), "{page}");
@@ -692,7 +639,7 @@ async fn docs_serves_the_vendored_viewer_of_the_document() {
     ] {
         let resp = api
             .http
-            .get(format!("{}/docs/{asset}", api.base))
+            .get(api.url(&format!("/docs/{asset}")))
             .send()
             .await
             .unwrap();
@@ -707,11 +654,6 @@ async fn docs_serves_the_vendored_viewer_of_the_document() {
         "{page}"
     );
     // `/docs` leads to the page.
-    let resp = api
-        .http
-        .get(format!("{}/docs", api.base))
-        .send()
-        .await
-        .unwrap();
+    let resp = api.http.get(api.url("/docs")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
 }

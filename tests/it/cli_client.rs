@@ -35,6 +35,17 @@ async fn cli_async(dir: &Path, args: &[&str]) -> Output {
     .unwrap()
 }
 
+/// A fresh folder whose embedded store holds these definitions (`(file name, YAML)`).
+async fn applied(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, yaml) in files {
+        std::fs::write(dir.path().join(name), yaml).unwrap();
+    }
+    let o = cli_async(dir.path(), &["definitions", "apply", "."]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    dir
+}
+
 fn json_out(o: &Output) -> Value {
     assert_eq!(o.status.code(), Some(0), "{}", show(o));
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(o)))
@@ -137,14 +148,17 @@ fn runs_show_what_a_waiting_run_waits_on() {
         &["runs", "start", "approve", "--wait", "-o", "json"],
     ));
     assert_eq!(hooked["status"], "PAUSED", "{hooked}");
-    assert_eq!(hooked["waitingOn"]["label"], "Waiting on hook", "{hooked}");
+    assert_eq!(
+        hooked["waitingOn"]["label"], "Waiting for approval",
+        "{hooked}"
+    );
     assert_eq!(hooked["waitingOn"]["step"], "review");
 
     let id = hooked["id"].as_str().unwrap();
     let got = json_out(&cli(dir.path(), &["runs", "get", id, "-o", "json"]));
-    assert_eq!(got["waitingOn"]["label"], "Waiting on hook", "{got}");
+    assert_eq!(got["waitingOn"]["label"], "Waiting for approval", "{got}");
     let o = cli(dir.path(), &["runs", "get", id]);
-    assert!(stdout(&o).contains("Waiting on hook"), "{}", show(&o));
+    assert!(stdout(&o).contains("Waiting for approval"), "{}", show(&o));
     // With nothing running the engine, --wait cannot see a change: it shows the run now.
     let sleeping_id = sleeping["id"].as_str().unwrap();
     let o = cli(
@@ -161,10 +175,10 @@ fn runs_show_what_a_waiting_run_waits_on() {
         .iter()
         .filter_map(|r| r["waitingOn"]["label"].as_str())
         .collect();
-    assert_eq!(labels, vec!["Waiting on hook", "Sleeping"], "{list}");
+    assert_eq!(labels, vec!["Waiting for approval", "Sleeping"], "{list}");
     let table = stdout(&cli(dir.path(), &["runs", "list"]));
     assert!(table.contains("WAITING ON"), "{table}");
-    assert!(table.contains("Waiting on hook (review)"), "{table}");
+    assert!(table.contains("Waiting for approval (review)"), "{table}");
     assert!(table.contains("Sleeping (nap) until "), "{table}");
     let history = json_out(&cli(dir.path(), &["history", "list", "-o", "json"]));
     assert_eq!(history[1]["waitingOn"]["label"], "Sleeping", "{history}");
@@ -285,10 +299,7 @@ async fn with_a_server_on_the_db_reads_stay_local_and_changes_go_to_the_server()
     use stepwise::engine::{Engine, EngineConfig};
     use stepwise::store::{SqliteStore, Synchronous};
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("approve.yaml"), APPROVE).unwrap();
-    let o = cli_async(dir.path(), &["definitions", "apply", "approve.yaml"]).await;
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let dir = applied(&[("approve.yaml", APPROVE)]).await;
     let run = json_out(
         &cli_async(
             dir.path(),
@@ -422,4 +433,107 @@ async fn stepwise_run_commits_the_steps_it_recovers_before_exiting() {
         2,
         "the interrupted call is made again once"
     );
+}
+
+const ORDER: &str = "id: order\ninput: {type: object, required: [orderId], properties: {orderId: {type: string}}}\nsteps:\n  - {id: paid, type: external_event, signal: payment.confirmed, correlate: \"{{ input.orderId }}\", schema: {type: object, required: [amount]}}\n  - {id: done, type: action, uses: transform, with: {value: \"{{ steps.paid.output.amount }}\"}}\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_send_reaches_the_waiting_run_here_and_on_a_server() {
+    // On the embedded store: the engine runs here until the reached run settles.
+    let dir = applied(&[("order.yaml", ORDER)]).await;
+    let run = json_out(
+        &cli_async(
+            dir.path(),
+            &[
+                "runs",
+                "start",
+                "order",
+                "--input",
+                r#"{"orderId": "A-1"}"#,
+                "--wait",
+                "-o",
+                "json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(run["status"], "WAITING", "{run}");
+    let send = async |payload: &str| {
+        let args = [
+            "signals",
+            "send",
+            "--type",
+            "payment.confirmed",
+            "--correlate",
+            "A-1",
+            "--payload",
+            payload,
+        ];
+        cli_async(dir.path(), &args).await
+    };
+    // A payload the step refuses: exit 1, the field named, nothing delivered.
+    let o = send("{}").await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(stderr(&o).contains("amount"), "{}", show(&o));
+    let o = send(r#"{"amount": 3}"#).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        stdout(&o).contains(run["id"].as_str().unwrap()),
+        "{}",
+        show(&o)
+    );
+    let got = json_out(
+        &cli_async(
+            dir.path(),
+            &["runs", "get", run["id"].as_str().unwrap(), "-o", "json"],
+        )
+        .await,
+    );
+    assert_eq!(got["status"], "COMPLETED", "{got}");
+    assert_eq!(got["output"], json!(3));
+
+    // Against a server, with an idempotency key: the second send delivers nothing.
+    let api = crate::api::Api::start().await;
+    api.apply(ORDER).await;
+    let (_, started) = api
+        .call(
+            "POST",
+            "/v1/workflow-runs?wait=5s",
+            Some(json!({"definitionId": "order", "input": {"orderId": "B-2"}})),
+        )
+        .await;
+    let id = started["data"]["id"].as_str().unwrap().to_string();
+    let send = [
+        "signals",
+        "send",
+        "--server",
+        &api.base,
+        "--api-key",
+        &api.key,
+        "--type",
+        "payment.confirmed",
+        "--correlate",
+        "B-2",
+        "--payload",
+        r#"{"amount": 5}"#,
+        "--idempotency-key",
+        "evt-1",
+        "-o",
+        "json",
+    ];
+    let first = json_out(&cli_async(dir.path(), &send).await);
+    assert_eq!(first["reached"][0]["id"], json!(id), "{first}");
+    assert_eq!(first["duplicate"], false);
+    let again = json_out(&cli_async(dir.path(), &send).await);
+    assert_eq!(again["duplicate"], true, "{again}");
+    let done = api
+        .env
+        .engine
+        .wait_for("ws_default", &id, std::time::Duration::from_secs(10), |s| {
+            s.is_terminal()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.output, Some(json!(5)));
+    assert_eq!(api.env.engine.store().signals(&id).unwrap().len(), 1);
 }

@@ -1,6 +1,7 @@
 //! A local HTTP server for tests: records every request, answers by route.
 //! `/echo` answers 200 with what it got; `/flaky/{n}` fails with 503 the first n times per
-//! Idempotency-Key; `/status/{code}` answers that code; `/v1/chat/completions` is a scripted
+//! Idempotency-Key; `/hold-first` never answers the first request per Idempotency-Key (until
+//! its client goes away) and answers 200 after; `/status/{code}` answers that code; `/v1/chat/completions` is a scripted
 //! OpenAI-compatible endpoint.
 
 use std::collections::{HashMap, VecDeque};
@@ -17,6 +18,8 @@ use serde_json::{Value, json};
 pub struct Seen {
     pub path: String,
     pub idempotency_key: Option<String>,
+    /// A failure alert's `Stepwise-Alert-Attempt`.
+    pub attempt: Option<String>,
     pub body: Value,
     /// Microseconds since the epoch, when the request arrived.
     pub at: i64,
@@ -45,6 +48,7 @@ impl TestServer {
         let app = axum::Router::new()
             .route("/echo", any(echo))
             .route("/flaky/{n}", any(flaky))
+            .route("/hold-first", any(hold_first))
             .route("/status/{code}", any(status))
             .route("/slow/{ms}", any(slow))
             .route("/v1/chat/completions", post(chat))
@@ -79,6 +83,10 @@ fn record(s: &Shared, path: String, headers: &HeaderMap, body: &[u8]) -> Seen {
         path,
         idempotency_key: headers
             .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        attempt: headers
+            .get("stepwise-alert-attempt")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         body: serde_json::from_slice(body).unwrap_or(Value::Null),
@@ -129,6 +137,26 @@ async fn flaky(
     } else {
         (StatusCode::OK, Json(json!({"ok": true, "calls": *count})))
     }
+}
+
+async fn hold_first(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Json<Value> {
+    let seen = record(&s, "/hold-first".into(), &headers, &body);
+    let first = {
+        let mut f = s.failures.lock().unwrap();
+        let count = f
+            .entry(format!("hold:{}", seen.idempotency_key.unwrap_or_default()))
+            .or_insert(0);
+        *count += 1;
+        *count == 1
+    };
+    if first {
+        std::future::pending::<()>().await;
+    }
+    Json(json!({"ok": true}))
 }
 
 async fn slow(

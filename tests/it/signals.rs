@@ -390,3 +390,156 @@ signal:
         "its step completed once"
     );
 }
+
+/// Two steps in a row wait for the same signal and order: a delivery that came twice would
+/// complete both.
+const TWICE: &str = r#"
+id: twice
+input:
+  type: object
+  required: [orderId]
+  properties:
+    orderId: {type: string}
+steps:
+  - id: first
+    type: external_event
+    signal: payment.confirmed
+    correlate: "{{ input.orderId }}"
+  - id: second
+    type: external_event
+    signal: payment.confirmed
+    correlate: "{{ input.orderId }}"
+    needs: [first]
+"#;
+
+async fn waiting_at(a: &Api, id: &str) -> Option<String> {
+    let r = a.settle(id).await;
+    r.pending_action
+        .and_then(|p| p["step"].as_str().map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivered_webhook_signal_is_delivered_once() {
+    let a = api(&[TWICE]).await;
+    add(
+        &a.triggers,
+        r#"
+trigger: by-header
+webhook:
+  endpoint: by-header
+  idempotency: {header: X-Delivery-Id}
+signal:
+  type: payment.confirmed
+  correlate: "{{ event.body.orderId }}"
+"#,
+    );
+    add(
+        &a.triggers,
+        r#"
+trigger: by-body
+webhook:
+  endpoint: by-body
+signal:
+  type: payment.confirmed
+  correlate: "{{ event.body.orderId }}"
+"#,
+    );
+    let run = a.start("twice", json!({"orderId": "o-7"})).await;
+    assert_eq!(waiting_at(&a, &run.id).await.as_deref(), Some("first"));
+    let post = async |endpoint: &str, delivery: &str, body: Value| {
+        let r = a
+            .http
+            .post(format!("{}/v1/webhooks/{endpoint}", a.base))
+            .header("x-delivery-id", delivery)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap())
+    };
+
+    // By the delivery id the trigger names: the same id with another body is the same
+    // delivery; a new id is a new one.
+    let (status, body) = post("by-header", "d-1", json!({"orderId": "o-7", "n": 1})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["data"]["signal"]["duplicate"], false);
+    assert_eq!(waiting_at(&a, &run.id).await.as_deref(), Some("second"));
+    let (status, body) = post("by-header", "d-1", json!({"orderId": "o-7", "n": 2})).await;
+    assert_eq!(status, 200, "a redelivery accepts nothing new: {body}");
+    assert_eq!(body["data"]["signal"]["duplicate"], true, "{body}");
+    assert_eq!(body["data"]["signal"]["reached"][0]["id"], json!(run.id));
+    assert_eq!(waiting_at(&a, &run.id).await.as_deref(), Some("second"));
+
+    // Without an id: the same body is the same delivery.
+    let same = json!({"orderId": "o-7", "event": "evt_1"});
+    let (status, body) = post("by-body", "ignored-1", same.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = post("by-body", "ignored-2", same).await;
+    assert_eq!(
+        (status, &body["data"]["signal"]["duplicate"]),
+        (200, &json!(true)),
+        "{body}"
+    );
+    let done = a.settle(&run.id).await;
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(a.engine.store().signals(&run.id).unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signal_with_start_redelivered_starts_one_run_and_delivers_once() {
+    let a = api(&[TWICE]).await;
+    add(
+        &a.triggers,
+        r#"
+trigger: checkout
+workflow: twice
+webhook:
+  endpoint: checkout
+  idempotency: {field: /id}
+transform: {orderId: "{{ event.body.orderId }}"}
+signal:
+  type: payment.confirmed
+  correlate: "{{ event.body.orderId }}"
+  start_if_none: true
+"#,
+    );
+    let event = json!({"id": "evt_9", "orderId": "o-9"});
+    let (status, body) = a.post("/v1/webhooks/checkout", event.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["data"]["runId"].as_str().unwrap().to_string();
+    assert_eq!(waiting_at(&a, &run_id).await.as_deref(), Some("second"));
+    // The provider sends the event again: no second run, and `second` still waits.
+    let (status, body) = a.post("/v1/webhooks/checkout", event).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["runId"], json!(run_id));
+    assert_eq!(body["data"]["signal"]["duplicate"], true);
+    assert_eq!(waiting_at(&a, &run_id).await.as_deref(), Some("second"));
+    assert_eq!(a.runs("twice").len(), 1);
+    assert_eq!(a.engine.store().signals(&run_id).unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_sent_again_with_its_idempotency_key_is_delivered_once() {
+    let a = api(&[TWICE]).await;
+    let run = a.start("twice", json!({"orderId": "K"})).await;
+    a.settle(&run.id).await;
+    let send =
+        json!({"signalType": "payment.confirmed", "correlate": "K", "idempotencyKey": "evt-1"});
+    let (status, first) = a.post("/v1/signals", send.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["data"]["duplicate"], false);
+    let (status, again) = a.post("/v1/signals", send).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["data"]["duplicate"], true);
+    assert_eq!(again["data"]["reached"][0]["id"], json!(run.id));
+    assert_eq!(waiting_at(&a, &run.id).await.as_deref(), Some("second"));
+    let (status, out) = a
+        .post(
+            "/v1/signals",
+            json!({"signalType": "payment.confirmed", "correlate": "K", "idempotencyKey": 5}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(out["error"]["details"]["field"], "idempotencyKey");
+}

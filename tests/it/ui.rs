@@ -48,8 +48,13 @@ struct Ui {
 
 impl Ui {
     async fn start(insecure_no_auth: bool) -> Ui {
+        Ui::serve(insecure_no_auth, |s| s).await
+    }
+
+    /// The router on a free port; `state` adds to its state (triggers).
+    async fn serve(insecure_no_auth: bool, state: impl FnOnce(AppState) -> AppState) -> Ui {
         let env = Env::new().await;
-        let state = AppState::new(env.engine.clone(), insecure_no_auth, None);
+        let state = state(AppState::new(env.engine.clone(), insecure_no_auth, None));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = router(state);
@@ -513,4 +518,66 @@ async fn every_page_renders_and_actions_are_recorded_with_who_did_them() {
     let (_, page) = ui.get("/ui/runs?status=COMPLETED", None).await;
     assert!(page.contains(&run) && !page.contains(&new_run));
     assert!(page.contains("1–1 of <strong>1</strong> runs"), "{page}");
+}
+
+/// The Triggers page renders the API's trigger list: a webhook's last accepted delivery and
+/// its last refused one show on both, the same.
+#[tokio::test]
+async fn the_triggers_page_shows_what_the_api_lists() {
+    let env_triggers = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = env_triggers.clone();
+    let ui = Ui::serve(true, move |s| {
+        let t = stepwise::triggers::Triggers::new(s.engine.clone(), DEFAULT_WORKSPACE);
+        *slot.lock().unwrap() = Some(t.clone());
+        s.with_triggers(t)
+    })
+    .await;
+    let triggers = env_triggers.lock().unwrap().clone().unwrap();
+    ui.engine()
+        .apply_definition(DEFAULT_WORKSPACE, "expense.yaml", APPROVAL)
+        .await
+        .unwrap()
+        .unwrap();
+    triggers
+        .set(crate::triggers::trigger(
+            "trigger: expenses\nworkflow: expense\nwebhook:\n  endpoint: expenses\n",
+        ))
+        .unwrap();
+    let hook = |body: &'static str| {
+        ui.http
+            .post(format!("{}/v1/webhooks/expenses", ui.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(hook("{\"employee\": 3}").await.unwrap().status(), 400);
+    assert_eq!(hook("{\"employee\": \"Ada\"}").await.unwrap().status(), 202);
+    let (_, list) = {
+        let r = ui
+            .http
+            .get(format!("{}/v1/triggers", ui.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    let t = &list["data"][0];
+    assert_eq!(t["name"], "expenses");
+    assert!(t["nextFiring"].is_null(), "{t}");
+    let last = t["lastFiring"].as_str().expect("a last firing");
+    let error = t["lastError"].as_str().expect("a last error");
+    assert!(error.contains("input"), "{error}");
+    assert!(t["lastErrorAt"].is_string(), "{t}");
+    let (status, page) = ui.get("/ui/triggers", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(last), "the page shows the API's last firing");
+    let escaped = error
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    assert!(
+        page.contains(&escaped),
+        "the page shows the API's last error: {error}"
+    );
 }

@@ -1,5 +1,6 @@
-//! The CLI client: `runs …`, `definitions …` and `history …` against a server (`--server`),
-//! or, with none given, against the embedded store through the very same router, in process.
+//! The CLI client: `runs …`, `signals …`, `definitions …` and `history …` against a server
+//! (`--server`), or, with none given, against the embedded store through the very same
+//! router, in process.
 //!
 //! On the embedded store a read never executes a step (the store is opened read-only), and a
 //! command that changes runs either goes to the server holding the database or runs the
@@ -11,12 +12,14 @@ mod catalog;
 mod print;
 mod replay;
 mod runs;
+mod signals;
 
 use clap::{Args, ValueEnum};
 
 pub use catalog::{DefinitionsArgs, HistoryArgs, definitions, history};
 pub use replay::{ReplayArgs, replay};
 pub use runs::{RunsArgs, runs};
+pub use signals::{SignalsArgs, signals};
 
 use super::Outcome;
 use super::local::{DbArgs, runtime};

@@ -140,7 +140,10 @@ fn record(data: &Value) -> String {
     };
     let mut s = String::new();
     for (k, v) in map {
-        if matches!(k.as_str(), "steps" | "trace" | "versions" | "source") {
+        if matches!(
+            k.as_str(),
+            "steps" | "trace" | "versions" | "source" | "reached"
+        ) {
             continue;
         }
         let text = match (k.as_str(), v) {
@@ -149,6 +152,15 @@ fn record(data: &Value) -> String {
             (_, other) => cell(other),
         };
         s.push_str(&format!("{k:<18} {text}\n"));
+    }
+    if let Some(reached) = data["reached"].as_array() {
+        // A signal's answer: the runs it reached.
+        s.push('\n');
+        if reached.is_empty() {
+            s.push_str("reached no run\n");
+        } else {
+            s.push_str(&table(&data["reached"], "run", &Value::Null));
+        }
     }
     if let Some(steps) = data["steps"].as_array() {
         s.push('\n');

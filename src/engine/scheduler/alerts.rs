@@ -100,10 +100,11 @@ impl Scheduler {
         }
     }
 
-    /// A delivery attempt finished: its result and trace event commit together.
+    /// A delivery attempt finished: its result and trace event commit together. `alert`
+    /// is as claimed for the attempt (its `attempts` counts it).
     pub(super) fn alert_done(&mut self, alert: &AlertRecord, outcome: AlertOutcome) {
         let now = self.now();
-        let attempts = alert.attempts + 1;
+        let attempts = alert.attempts;
         let cfg = self.engine.config();
         let (first, max) = (cfg.alert_retry_first, cfg.alert_max_attempts);
         let (status, kind, error, data) = match outcome {

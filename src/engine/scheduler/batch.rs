@@ -133,7 +133,8 @@ fn redact_write(s: &Secrets, w: &mut Write) {
         | Write::DeleteRunTimers { .. }
         | Write::PutHook(_)
         | Write::CloseHooks { .. }
-        | Write::ConsumeSignal { .. } => {}
+        | Write::ConsumeSignal { .. }
+        | Write::SignalDelivery(_) => {}
     }
 }
 

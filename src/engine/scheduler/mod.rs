@@ -242,7 +242,7 @@ impl Scheduler {
                 compiled,
                 reply,
             } => {
-                let r = self.route_signal(req, buffer, compiled);
+                let r = self.route_signal(*req, buffer, compiled);
                 self.batch.reply(reply, r);
             }
             Command::AlertDone {

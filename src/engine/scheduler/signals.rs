@@ -14,13 +14,85 @@ use super::Scheduler;
 use super::policy::add;
 use super::resume::check_payload;
 use crate::engine::compiled::Compiled;
+use crate::engine::signals::DELIVERY_WINDOW;
 use crate::engine::state::Active;
 use crate::engine::{EngineError, Result, SendSignal, SignalOutcome};
 use crate::model::StepStatus;
-use crate::store::{BufferedSignal, HookStatus, Write};
+use crate::store::{BufferedSignal, HookStatus, RunRecord, SignalDelivery, Write};
 
 impl Scheduler {
+    /// A signal with a delivery id handled before answers what the first did; otherwise
+    /// what it does is committed together with its id.
     pub(super) fn route_signal(
+        &mut self,
+        req: SendSignal,
+        buffer: Option<Duration>,
+        compiled: Option<Arc<Compiled>>,
+    ) -> Result<SignalOutcome> {
+        let Some(key) = req.delivery.clone() else {
+            return self.route(req, buffer, compiled);
+        };
+        let ws = req.workspace_id.clone();
+        if let Some(first) = self.delivered(&ws, &key)? {
+            return Ok(self.replayed(&first));
+        }
+        let out = self.route(req, buffer, compiled)?;
+        let now = self.now();
+        let ids = |runs: &[RunRecord]| runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        self.write(Write::SignalDelivery(Box::new(SignalDelivery {
+            workspace_id: ws,
+            key,
+            outcome: json!({
+                "reached": ids(&out.reached),
+                "buffered": out.buffered,
+                "started": out.started.as_ref().map(|(r, _)| r.id.clone()),
+            }),
+            received_at: now,
+            expires_at: add(now, DELIVERY_WINDOW).unwrap_or(now),
+        })));
+        Ok(out)
+    }
+
+    /// What a delivery with this id did, committed or in this batch.
+    fn delivered(&self, ws: &str, key: &str) -> Result<Option<Value>> {
+        let pending = self.batch.writes.iter().rev().find_map(|w| match w {
+            Write::SignalDelivery(d) if d.workspace_id == ws && d.key == key => {
+                Some(d.outcome.clone())
+            }
+            _ => None,
+        });
+        if pending.is_some() {
+            return Ok(pending);
+        }
+        Ok(self
+            .store
+            .signal_delivery(ws, key, self.now())?
+            .map(|d| d.outcome))
+    }
+
+    /// The first delivery's outcome, with its runs as they are now.
+    fn replayed(&self, first: &Value) -> SignalOutcome {
+        let run = |id: &Value| {
+            let id = id.as_str()?;
+            match self.active.get(id) {
+                Some(r) => Some(r.rec.clone()),
+                None => self.store.run(id).ok().flatten(),
+            }
+        };
+        SignalOutcome {
+            reached: first["reached"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(run)
+                .collect(),
+            buffered: first["buffered"].as_bool().unwrap_or(false),
+            started: run(&first["started"]).map(|r| (r, false)),
+            duplicate: true,
+        }
+    }
+
+    fn route(
         &mut self,
         req: SendSignal,
         buffer: Option<Duration>,
@@ -62,6 +134,7 @@ impl Scheduler {
             reached,
             buffered: false,
             started: None,
+            duplicate: false,
         };
         if !out.reached.is_empty() {
             return Ok(out);

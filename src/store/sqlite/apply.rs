@@ -166,6 +166,7 @@ pub(super) fn apply_write(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite
                 b.via
             ])?;
         }
+        Write::SignalDelivery(d) => super::signals::put_delivery(tx, d)?,
         Write::ConsumeSignal { id, run_id, at } => {
             tx.prepare_cached(
                 "UPDATE buffered_signals SET consumed_by = ?2, consumed_at = ?3 WHERE id = ?1",

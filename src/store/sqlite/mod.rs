@@ -27,9 +27,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ApiKeyRecord, BufferedSignal, DefinitionRecord, EventRecord, HistoryFilter, HookRecord, Result,
-    RunQuery, RunRecord, SignalRecord, StepRecord, Store, StoreError, TimerKind, TimerRecord,
-    UiSession, Write,
+    ApiKeyRecord, BufferedSignal, DefinitionRecord, EventRecord, HistoryFilter, HistoryPage,
+    HookRecord, Result, RunQuery, RunRecord, SignalRecord, StepRecord, Store, StoreError,
+    TimerKind, TimerRecord, UiSession, Write,
 };
 use crate::model::{DEFINITION_PREFIX, RunStatus, new_id};
 
@@ -212,6 +212,15 @@ impl Store for SqliteStore {
 
     fn alerts_due(&self, now: Timestamp, limit: usize) -> Result<Vec<super::AlertRecord>> {
         self.read_alerts_due(now, limit)
+    }
+
+    fn claim_alert(
+        &self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<super::AlertRecord>> {
+        self.claim(id, now, until)
     }
 
     fn alert(&self, id: &str) -> Result<Option<super::AlertRecord>> {
@@ -418,7 +427,7 @@ impl Store for SqliteStore {
     }
 
     fn list_runs(&self, q: &RunQuery) -> Result<(Vec<RunRecord>, u64)> {
-        self.read(|c| query::page(c, q, &HistoryFilter::default()))
+        self.read(|c| query::page(c, q))
     }
 
     fn run_ids_with_status(&self, statuses: &[RunStatus]) -> Result<Vec<String>> {
@@ -594,8 +603,17 @@ impl Store for SqliteStore {
         signals::buffered_signals(self, workspace_id, signal_type, correlation, now)
     }
 
-    fn history(&self, q: &RunQuery, f: &HistoryFilter) -> Result<(Vec<RunRecord>, u64)> {
-        self.read(|c| query::page(c, q, f))
+    fn signal_delivery(
+        &self,
+        workspace_id: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<super::SignalDelivery>> {
+        signals::delivery(self, workspace_id, key, now)
+    }
+
+    fn history(&self, q: &RunQuery, f: &HistoryFilter) -> Result<HistoryPage> {
+        self.read(|c| query::history(c, q, f))
     }
 
     fn put_ui_session(&self, s: &UiSession) -> Result<()> {

@@ -210,6 +210,24 @@ impl SqliteStore {
         })
     }
 
+    /// Take a due alert for one attempt: its attempt counted and its next try moved to
+    /// `until` in one statement, so no other process takes it meanwhile.
+    pub(super) fn claim(
+        &self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<AlertRecord>> {
+        self.write(|c| {
+            c.prepare_cached(&format!(
+                "UPDATE alerts SET attempts = attempts + 1, next_at = ?3 \
+                 WHERE id = ?1 AND status = 'pending' AND next_at <= ?2 RETURNING {ALERT_COLUMNS}"
+            ))?
+            .query_row(params![id, micros(now), micros(until)], alert_from_row)
+            .optional()
+        })
+    }
+
     pub(super) fn read_alert(&self, id: &str) -> Result<Option<AlertRecord>> {
         self.read(|c| {
             c.query_row(

@@ -195,6 +195,24 @@ CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
 CREATE INDEX runs_by_status_page ON runs (workspace_id, status, created_at DESC, id DESC);
 CREATE INDEX runs_by_page ON runs (workspace_id, created_at DESC, id DESC);
 "#,
+    // History's trigger filter reads the trigger's kind through an index on the expression
+    // the filter uses (`query::run_filter`), newest first.
+    r#"
+CREATE INDEX runs_by_trigger_kind ON runs (workspace_id, json_extract(trigger, '$.kind'), created_at DESC, id DESC);
+"#,
+    // Signal deliveries handled, by their id, for a window: a webhook provider's
+    // redelivery reaches no step twice and starts no second run.
+    r#"
+CREATE TABLE signal_deliveries (
+    workspace_id TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    outcome      TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, key)
+) WITHOUT ROWID;
+CREATE INDEX signal_deliveries_by_expiry ON signal_deliveries (expires_at);
+"#,
 ];
 
 /// Whether every migration this build knows is applied (`/readyz`).

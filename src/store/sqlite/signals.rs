@@ -8,8 +8,8 @@ use jiff::Timestamp;
 use rusqlite::params;
 
 use super::rows::HOOK_COLUMNS;
-use super::{SqliteStore, hook_from_row, micros, ts};
-use crate::store::{BufferedSignal, HookRecord, Result};
+use super::{SqliteStore, hook_from_row, json_text, micros, ts};
+use crate::store::{BufferedSignal, HookRecord, Result, SignalDelivery};
 
 pub(super) fn hooks_by_correlation(
     store: &SqliteStore,
@@ -63,6 +63,54 @@ pub(super) fn buffered_signals(
             },
         )?
         .collect()
+    })
+}
+
+/// Record a handled delivery; expired ones go first, so the table holds only the window.
+pub(super) fn put_delivery(
+    tx: &rusqlite::Transaction<'_>,
+    d: &SignalDelivery,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM signal_deliveries WHERE expires_at <= ?1")?
+        .execute(params![micros(d.received_at)])?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO signal_deliveries (workspace_id, key, outcome, received_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        d.workspace_id,
+        d.key,
+        json_text(&d.outcome),
+        micros(d.received_at),
+        micros(d.expires_at)
+    ])?;
+    Ok(())
+}
+
+pub(super) fn delivery(
+    store: &SqliteStore,
+    workspace_id: &str,
+    key: &str,
+    now: Timestamp,
+) -> Result<Option<SignalDelivery>> {
+    use rusqlite::OptionalExtension;
+    store.read(|c| {
+        c.prepare_cached(
+            "SELECT workspace_id, key, outcome, received_at, expires_at FROM signal_deliveries \
+             WHERE workspace_id = ?1 AND key = ?2 AND expires_at > ?3",
+        )?
+        .query_row(params![workspace_id, key, micros(now)], |r| {
+            let outcome: String = r.get(2)?;
+            Ok(SignalDelivery {
+                workspace_id: r.get(0)?,
+                key: r.get(1)?,
+                outcome: serde_json::from_str(&outcome)
+                    .map_err(|e| super::conversion(format!("signal delivery: {e}")))?,
+                received_at: ts(r.get(3)?),
+                expires_at: ts(r.get(4)?),
+            })
+        })
+        .optional()
     })
 }
 

@@ -91,3 +91,138 @@ fn ui_sessions_expire_and_end_with_their_key() {
     );
     s.delete_ui_session("s1").unwrap();
 }
+
+/// `n` runs a millisecond apart, every fourth started by a webhook, newest last; run `i`
+/// has `"n": i` in its input.
+fn fill_runs(s: &SqliteStore, n: usize) {
+    let start = Timestamp::from_second(1_800_000_000).unwrap();
+    let writes: Vec<Write> = (0..n)
+        .map(|i| {
+            let at = start + jiff::SignedDuration::from_millis(i as i64);
+            let kind = if i % 4 == 0 { "webhook" } else { "api" };
+            Write::insert_run(RunRecord {
+                id: format!("wfrun_{i:08}"),
+                workspace_id: DEFAULT_WORKSPACE.into(),
+                definition_id: "wfdef_x".into(),
+                definition_slug: "x".into(),
+                status: RunStatus::Completed,
+                input: serde_json::json!({"n": format!("<{i}>")}),
+                output: None,
+                error: None,
+                idempotency_key: None,
+                current_step_index: 0,
+                attempt: 1,
+                parent_run_id: None,
+                parent_step_id: None,
+                trigger: serde_json::json!({"kind": kind}),
+                pending_action: None,
+                created_at: at,
+                updated_at: at,
+                started_at: None,
+                finished_at: None,
+            })
+        })
+        .collect();
+    s.commit(&writes).unwrap();
+}
+
+fn history_query(page: u64) -> RunQuery {
+    RunQuery {
+        workspace_id: DEFAULT_WORKSPACE.into(),
+        page,
+        page_size: 25,
+        ..RunQuery::default()
+    }
+}
+
+#[test]
+fn history_counts_up_to_its_bound_and_searches_a_window() {
+    use crate::store::{HISTORY_COUNT_BOUND, HISTORY_SEARCH_WINDOW};
+    let (_d, s) = store();
+    let n = HISTORY_COUNT_BOUND as usize + 50;
+    fill_runs(&s, n);
+    let trigger = |kind: &str| HistoryFilter {
+        trigger_kind: Some(kind.into()),
+        ..HistoryFilter::default()
+    };
+    let search = |text: &str| HistoryFilter {
+        search: Some(text.into()),
+        ..HistoryFilter::default()
+    };
+
+    // More runs than the bound: counted to the bound, said to be more.
+    let all = HistoryFilter::default();
+    let p = s.history(&history_query(1), &all).unwrap();
+    assert_eq!((p.total, p.more), (HISTORY_COUNT_BOUND, true));
+    assert_eq!(p.runs[0].id, format!("wfrun_{:08}", n - 1), "newest first");
+    // A page past the bound is counted as far as it reaches (here: to the end).
+    let last = s
+        .history(&history_query(n.div_ceil(25) as u64), &all)
+        .unwrap();
+    assert_eq!((last.total, last.more), (n as u64, false));
+    assert_eq!(last.runs.last().unwrap().id, "wfrun_00000000");
+    // Fewer: exact.
+    let p = s.history(&history_query(1), &trigger("webhook")).unwrap();
+    assert_eq!((p.total, p.more), (n.div_ceil(4) as u64, false));
+    assert!(p.runs.iter().all(|r| r.trigger["kind"] == "webhook"));
+
+    // The search reads the newest runs up to its window, and says so.
+    let newest = s
+        .history(&history_query(1), &search(&format!("<{}>", n - 3)))
+        .unwrap();
+    assert_eq!(newest.total, 1);
+    assert_eq!(newest.runs[0].id, format!("wfrun_{:08}", n - 3));
+    assert_eq!(newest.searched, Some(HISTORY_SEARCH_WINDOW));
+    let oldest = s.history(&history_query(1), &search("<3>")).unwrap();
+    assert_eq!(oldest.total, 0, "run 3 is older than the window");
+    // Narrowed by time, the window reaches it.
+    let early = RunQuery {
+        to: Some(Timestamp::from_second(1_800_000_001).unwrap()),
+        ..history_query(1)
+    };
+    let found = s.history(&early, &search("<3>")).unwrap();
+    assert_eq!(found.runs.len(), 1);
+    assert_eq!(
+        found.searched, None,
+        "fewer runs than the window: all were read"
+    );
+    // `%` and `_` are the text's own.
+    assert_eq!(s.history(&early, &search("%")).unwrap().total, 0);
+}
+
+#[test]
+fn history_filters_read_through_their_indexes() {
+    let (_d, s) = store();
+    let plan = |filter: &HistoryFilter, status: Option<RunStatus>| -> String {
+        let q = RunQuery {
+            status,
+            ..history_query(1)
+        };
+        let (where_, args) = super::query::run_filter(&q, filter);
+        s.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT id FROM runs WHERE {where_} ORDER BY created_at DESC, id DESC LIMIT 25"
+            ))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    r.get::<_, String>(3)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows.join("; "))
+        })
+        .unwrap()
+    };
+    let by_kind = plan(
+        &HistoryFilter {
+            trigger_kind: Some("webhook".into()),
+            ..HistoryFilter::default()
+        },
+        None,
+    );
+    assert!(by_kind.contains("runs_by_trigger_kind"), "{by_kind}");
+    assert!(!by_kind.contains("TEMP B-TREE"), "no sort: {by_kind}");
+    let by_status = plan(&HistoryFilter::default(), Some(RunStatus::Failed));
+    assert!(by_status.contains("runs_by_status_page"), "{by_status}");
+    let all = plan(&HistoryFilter::default(), None);
+    assert!(all.contains("runs_by_page"), "{all}");
+}

@@ -272,6 +272,22 @@ impl Store for FaultStore {
         self.inner
             .buffered_signals(workspace_id, signal_type, correlation, now)
     }
+    fn claim_alert(
+        &self,
+        id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<stepwise::store::AlertRecord>> {
+        self.inner.claim_alert(id, now, until)
+    }
+    fn signal_delivery(
+        &self,
+        workspace_id: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<stepwise::store::SignalDelivery>> {
+        self.inner.signal_delivery(workspace_id, key, now)
+    }
     fn probe(&self) -> Result<()> {
         if self.is_down() {
             Err(injected())

@@ -1,6 +1,6 @@
 //! Failure alerts: a webhook retried until delivered, once; a workflow started once per
 //! failure; a global alert from the configuration; delivery once across a kill -9 of the
-//! real server.
+//! real server, between attempts and in the middle of one.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -209,6 +209,8 @@ fn free_port() -> u16 {
 
 struct Served(Child, String);
 
+/// The real server on `dir`; an alert attempt lasts at most 2 s, so one claimed by a
+/// server that died is taken again 7 s later.
 fn serve(dir: &std::path::Path) -> Served {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -217,6 +219,7 @@ fn serve(dir: &std::path::Path) -> Served {
         .arg(dir.join("server.db"))
         .arg("--definitions")
         .arg(dir.join("defs"))
+        .env("STEPWISE_ALERT_TIMEOUT", "2s")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -232,26 +235,28 @@ fn serve(dir: &std::path::Path) -> Served {
     Served(child, format!("http://{addr}"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_alert_is_delivered_once_across_kill_9() {
-    let receiver = TestServer::start().await;
+/// The real server on a fresh folder whose workflow `doomed` fails and alerts the
+/// receiver's `alert_path`; one run of it, failed.
+async fn doomed_server(
+    receiver: &TestServer,
+    alert_path: &str,
+) -> (tempfile::TempDir, Served, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("defs")).unwrap();
-    // The receiver refuses the first two attempts: one before the kill, one after.
     std::fs::write(
         dir.path().join("defs/doomed.yaml"),
         format!(
             "id: doomed\non_failure:\n  webhook: {{url: \"{}\"}}\nsteps:\n  - id: call\n    type: action\n    uses: http\n    with: {{url: \"{}\"}}\n",
-            receiver.url("/flaky/2"),
+            receiver.url(alert_path),
             receiver.url("/status/500")
         ),
     )
     .unwrap();
-    let mut first = serve(dir.path());
+    let served = serve(dir.path());
     let http = reqwest::Client::new();
     let created: Value = until("the definition to load", async || {
         let r = http
-            .post(format!("{}/v1/workflow-runs?wait=10s", first.1))
+            .post(format!("{}/v1/workflow-runs?wait=10s", served.1))
             .json(&json!({"definitionId": "doomed"}))
             .send()
             .await
@@ -261,6 +266,14 @@ async fn an_alert_is_delivered_once_across_kill_9() {
     .await;
     assert_eq!(created["data"]["status"], "FAILED", "{created}");
     let run_id = created["data"]["id"].as_str().unwrap().to_string();
+    (dir, served, run_id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_is_delivered_once_across_kill_9() {
+    let receiver = TestServer::start().await;
+    // The receiver refuses the first two attempts: one before the kill, one after.
+    let (dir, mut first, run_id) = doomed_server(&receiver, "/flaky/2").await;
     let alert_calls = || {
         receiver
             .seen()
@@ -298,6 +311,8 @@ async fn an_alert_is_delivered_once_across_kill_9() {
             .iter()
             .all(|c| c.idempotency_key.as_deref() == Some(key.as_str()))
     );
+    let attempts: Vec<_> = calls.iter().map(|c| c.attempt.clone().unwrap()).collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
     let store = SqliteStore::open(&dir.path().join("server.db"), Synchronous::Full).unwrap();
     let events = kinds(&store, &run_id);
     let count = |k: EventKind| events.iter().filter(|(e, _)| *e == k).count();
@@ -306,6 +321,70 @@ async fn an_alert_is_delivered_once_across_kill_9() {
     let alert = store.alert(&key).unwrap().unwrap();
     assert_eq!(alert.status.as_str(), "delivered");
     assert!(alert.attempts >= 2, "{alert:?}");
+}
+
+/// The server dies while the receiver holds the first attempt: the next server sends the
+/// same alert again, with the same key and body, as attempt 2, once its claim has lapsed; a
+/// receiver that keeps the keys it has seen acts on it once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_cut_off_by_kill_9_mid_delivery_is_sent_again_with_its_key() {
+    let receiver = TestServer::start().await;
+    let (dir, mut first, run_id) = doomed_server(&receiver, "/hold-first").await;
+    let calls = || {
+        receiver
+            .seen()
+            .into_iter()
+            .filter(|s| s.path == "/hold-first")
+            .collect::<Vec<_>>()
+    };
+    until("the first attempt", async || {
+        (!calls().is_empty()).then_some(())
+    })
+    .await;
+    first.0.kill().unwrap(); // SIGKILL while the receiver holds the request
+    first.0.wait().unwrap();
+
+    let mut second = serve(dir.path());
+    until("the second attempt", async || {
+        (calls().len() >= 2).then_some(())
+    })
+    .await;
+    let store = SqliteStore::open(&dir.path().join("server.db"), Synchronous::Full).unwrap();
+    until("the delivery to be recorded", async || {
+        let k = kinds(&store, &run_id);
+        k.iter()
+            .any(|(e, _)| *e == EventKind::AlertDelivered)
+            .then_some(())
+    })
+    .await;
+    // Time for a wrong extra attempt to show.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    second.0.kill().unwrap();
+    second.0.wait().unwrap();
+
+    let calls = calls();
+    assert_eq!(
+        calls.len(),
+        2,
+        "the cut-off attempt and one more: {calls:?}"
+    );
+    assert_eq!(calls[0].idempotency_key, calls[1].idempotency_key);
+    assert_eq!(calls[0].body, calls[1].body);
+    let attempts: Vec<_> = calls.iter().map(|c| c.attempt.clone().unwrap()).collect();
+    assert_eq!(attempts, ["1", "2"]);
+    // A receiver that keeps the keys it has acted on acts once.
+    let distinct: std::collections::HashSet<_> =
+        calls.iter().map(|c| c.idempotency_key.clone()).collect();
+    assert_eq!(distinct.len(), 1);
+    let events = kinds(&store, &run_id);
+    let count = |k: EventKind| events.iter().filter(|(e, _)| *e == k).count();
+    assert_eq!(count(EventKind::AlertQueued), 1, "{events:?}");
+    assert_eq!(count(EventKind::AlertDelivered), 1, "{events:?}");
+    assert_eq!(count(EventKind::AlertRetrying), 0, "{events:?}");
+    let key = calls[0].idempotency_key.clone().unwrap();
+    let alert = store.alert(&key).unwrap().unwrap();
+    assert_eq!(alert.status.as_str(), "delivered");
+    assert_eq!(alert.attempts, 2, "{alert:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
