@@ -4,16 +4,14 @@
 mod apply;
 mod ops;
 mod query;
+mod reads;
 mod rows;
 mod schema;
 mod sessions;
 mod signals;
 
 use apply::apply_write;
-use rows::{
-    API_KEY_COLUMNS, DEFINITION_COLUMNS, HOOK_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, api_key_from_row,
-    definition_from_row, hook_from_row, run_from_row, step_from_row,
-};
+use rows::{DEFINITION_COLUMNS, definition_from_row, hook_from_row};
 use schema::migrate;
 #[cfg(test)]
 mod tests;
@@ -317,113 +315,35 @@ impl Store for SqliteStore {
     }
 
     fn definition(&self, workspace_id: &str, id: &str) -> Result<Option<DefinitionRecord>> {
-        self.read(|c| {
-            if id.starts_with(DEFINITION_PREFIX) {
-                c.query_row(
-                    &format!("SELECT {DEFINITION_COLUMNS} FROM definitions WHERE workspace_id = ?1 AND version_id = ?2"),
-                    params![workspace_id, id],
-                    definition_from_row,
-                )
-                .optional()
-            } else {
-                c.query_row(
-                    &format!(
-                        "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE workspace_id = ?1 AND slug = ?2 \
-                         ORDER BY version DESC LIMIT 1"
-                    ),
-                    params![workspace_id, id],
-                    definition_from_row,
-                )
-                .optional()
-            }
-        })
+        reads::definition(self, workspace_id, id)
     }
 
     fn definition_versions(&self, workspace_id: &str, slug: &str) -> Result<Vec<DefinitionRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE workspace_id = ?1 AND slug = ?2 ORDER BY version"
-            ))?;
-            stmt.query_map(params![workspace_id, slug], definition_from_row)?.collect()
-        })
+        reads::definition_versions(self, workspace_id, slug)
     }
 
     fn list_definitions(&self, workspace_id: &str) -> Result<Vec<DefinitionRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {DEFINITION_COLUMNS} FROM definitions d WHERE workspace_id = ?1 AND version = \
-                 (SELECT MAX(version) FROM definitions WHERE workspace_id = d.workspace_id AND slug = d.slug) ORDER BY slug"
-            ))?;
-            stmt.query_map(params![workspace_id], definition_from_row)?.collect()
-        })
+        reads::list_definitions(self, workspace_id)
     }
 
     fn run(&self, id: &str) -> Result<Option<RunRecord>> {
-        self.read(|c| {
-            c.prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))?
-                .query_row(params![id], run_from_row)
-                .optional()
-        })
+        reads::run(self, id)
     }
 
     fn run_by_key(&self, workspace_id: &str, key: &str) -> Result<Option<RunRecord>> {
-        self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE workspace_id = ?1 AND idempotency_key = ?2"
-            ))?
-            .query_row(params![workspace_id, key], run_from_row)
-            .optional()
-        })
+        reads::run_by_key(self, workspace_id, key)
     }
 
     fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {STEP_COLUMNS} FROM step_executions WHERE run_id = ?1 ORDER BY step_index, attempt"
-            ))?;
-            stmt.query_map(params![run_id], step_from_row)?.collect()
-        })
+        reads::steps(self, run_id)
     }
 
     fn events(&self, run_id: &str) -> Result<Vec<EventRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT run_id, at, kind, step_id, data FROM events WHERE run_id = ?1 ORDER BY id",
-            )?;
-            stmt.query_map(params![run_id], |r| {
-                Ok(EventRecord {
-                    run_id: r.get(0)?,
-                    at: ts(r.get(1)?),
-                    kind: {
-                        let k: String = r.get(2)?;
-                        crate::model::EventKind::parse(&k)
-                            .ok_or_else(|| conversion(format!("event kind `{k}`")))?
-                    },
-                    step_id: r.get(3)?,
-                    data: parse_json(r.get(4)?)?.unwrap_or(Value::Null),
-                })
-            })?
-            .collect()
-        })
+        reads::events(self, run_id)
     }
 
     fn signals(&self, run_id: &str) -> Result<Vec<SignalRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT run_id, step_id, signal_type, payload, received_at, via FROM signals WHERE run_id = ?1 ORDER BY id",
-            )?;
-            stmt.query_map(params![run_id], |r| {
-                Ok(SignalRecord {
-                    run_id: r.get(0)?,
-                    step_id: r.get(1)?,
-                    signal_type: r.get(2)?,
-                    payload: parse_json(r.get(3)?)?.unwrap_or(Value::Null),
-                    received_at: ts(r.get(4)?),
-                    via: r.get(5)?,
-                })
-            })?
-            .collect()
-        })
+        reads::signals(self, run_id)
     }
 
     fn list_runs(&self, q: &RunQuery) -> Result<(Vec<RunRecord>, u64)> {
@@ -445,71 +365,23 @@ impl Store for SqliteStore {
     }
 
     fn child_runs(&self, parent_run_id: &str) -> Result<Vec<RunRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ?1 ORDER BY created_at"
-            ))?;
-            stmt.query_map(params![parent_run_id], run_from_row)?
-                .collect()
-        })
+        reads::child_runs(self, parent_run_id)
     }
 
     fn timers_due(&self, before: Timestamp, limit: usize) -> Result<Vec<TimerRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT run_id, step_id, kind, due_at FROM timers WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2",
-            )?;
-            stmt.query_map(params![micros(before), i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                let kind: String = r.get(2)?;
-                Ok(TimerRecord {
-                    run_id: r.get(0)?,
-                    step_id: r.get(1)?,
-                    kind: TimerKind::parse(&kind).ok_or_else(|| conversion(format!("timer kind `{kind}`")))?,
-                    due_at: ts(r.get(3)?),
-                })
-            })?
-            .collect()
-        })
+        reads::timers_due(self, before, limit)
     }
 
     fn hook(&self, token: &str) -> Result<Option<HookRecord>> {
-        self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {HOOK_COLUMNS} FROM hooks WHERE token = ?1"
-            ))?
-            .query_row(params![token], hook_from_row)
-            .optional()
-        })
+        reads::hook(self, token)
     }
 
     fn timer(&self, run_id: &str, step_id: &str, kind: TimerKind) -> Result<Option<TimerRecord>> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT due_at FROM timers WHERE run_id = ?1 AND step_id = ?2 AND kind = ?3",
-            )?
-            .query_row(params![run_id, step_id, kind.as_str()], |r| {
-                Ok(TimerRecord {
-                    run_id: run_id.to_string(),
-                    step_id: step_id.to_string(),
-                    kind,
-                    due_at: ts(r.get(0)?),
-                })
-            })
-            .optional()
-        })
+        reads::timer(self, run_id, step_id, kind)
     }
 
     fn trigger_state(&self, workspace_id: &str, name: &str) -> Result<Option<Value>> {
-        self.read(|c| {
-            let text: Option<String> = c
-                .query_row(
-                    "SELECT state FROM trigger_state WHERE workspace_id = ?1 AND name = ?2",
-                    params![workspace_id, name],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            parse_json(text)
-        })
+        reads::trigger_state(self, workspace_id, name)
     }
 
     fn put_trigger_state(&self, workspace_id: &str, name: &str, state: &Value) -> Result<()> {
@@ -527,12 +399,7 @@ impl Store for SqliteStore {
     }
 
     fn hooks_for_run(&self, run_id: &str) -> Result<Vec<HookRecord>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {HOOK_COLUMNS} FROM hooks WHERE run_id = ?1 ORDER BY created_at"
-            ))?;
-            stmt.query_map(params![run_id], hook_from_row)?.collect()
-        })
+        reads::hooks_for_run(self, run_id)
     }
 
     // API key administration.
@@ -547,22 +414,11 @@ impl Store for SqliteStore {
     }
 
     fn api_key_info(&self, hash: &str) -> Result<Option<super::ApiKeyInfo>> {
-        self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = ?1"
-            ))?
-            .query_row(params![hash], api_key_from_row)
-            .optional()
-        })
+        reads::api_key_info(self, hash)
     }
 
     fn api_keys(&self) -> Result<Vec<super::ApiKeyInfo>> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, prefix"
-            ))?;
-            stmt.query_map([], api_key_from_row)?.collect()
-        })
+        reads::api_keys(self)
     }
 
     fn revoke_api_key(&self, hash: &str, at: Timestamp) -> Result<bool> {
