@@ -108,19 +108,7 @@ pub fn list(root: &Path, rel: &str) -> Result<Listing, FileError> {
 
 /// The bytes of file `rel`, refused when it is larger than `limit`.
 pub fn read(root: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, FileError> {
-    let parts = components(rel, false)?;
-    let (last, dirs) = parts
-        .split_last()
-        .ok_or_else(|| invalid(rel, "it is empty"))?;
-    let dir = open_dir_path(root, rel, dirs, false)?;
-    let fd = rustix::fs::openat(
-        &dir,
-        *last,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| open_error(&dir, last, rel, e))?;
-    let size = regular_size(&fd, rel)?;
+    let (fd, size) = open_regular(root, rel)?;
     if size > limit {
         return Err(FileError::TooLarge {
             path: rel.to_string(),
@@ -146,6 +134,50 @@ pub fn read(root: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, FileError> {
         });
     }
     Ok(data)
+}
+
+/// A part of a file: at most `max` bytes from byte `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub data: Vec<u8>,
+    /// The file's size when it was opened.
+    pub size: u64,
+}
+
+/// At most `max` bytes of file `rel` from byte `offset` (none past its end), whatever its
+/// size: a large file is read a part at a time.
+pub fn read_at(root: &Path, rel: &str, offset: u64, max: u64) -> Result<Chunk, FileError> {
+    use std::io::{Seek, SeekFrom};
+    let (fd, size) = open_regular(root, rel)?;
+    let io = |e: std::io::Error| FileError::Io {
+        path: rel.to_string(),
+        source: e,
+    };
+    let mut file = std::fs::File::from(fd);
+    let mut data = Vec::new();
+    if offset < size {
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        file.take(max).read_to_end(&mut data).map_err(io)?;
+    }
+    Ok(Chunk { data, size })
+}
+
+/// Open file `rel` for reading (a regular file, reached without links); its size.
+fn open_regular(root: &Path, rel: &str) -> Result<(OwnedFd, u64), FileError> {
+    let parts = components(rel, false)?;
+    let (last, dirs) = parts
+        .split_last()
+        .ok_or_else(|| invalid(rel, "it is empty"))?;
+    let dir = open_dir_path(root, rel, dirs, false)?;
+    let fd = rustix::fs::openat(
+        &dir,
+        *last,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| open_error(&dir, last, rel, e))?;
+    let size = regular_size(&fd, rel)?;
+    Ok((fd, size))
 }
 
 /// Write `data` to file `rel` (replacing what it held), creating the directories on the
@@ -422,6 +454,25 @@ mod tests {
             Err(FileError::TooLarge { size: 11, .. })
         ));
         assert!(!root.join("small.bin").exists());
+    }
+
+    #[test]
+    fn a_large_file_is_read_a_part_at_a_time() {
+        let (tmp, root) = setup();
+        write(&root, "big.txt", b"0123456789", DEFAULT_MAX_FILE).unwrap();
+        let c = read_at(&root, "big.txt", 4, 3).unwrap();
+        assert_eq!((c.data.as_slice(), c.size), (&b"456"[..], 10));
+        assert_eq!(read_at(&root, "big.txt", 8, 100).unwrap().data, b"89");
+        assert!(read_at(&root, "big.txt", 50, 100).unwrap().data.is_empty());
+        symlink(tmp.path().join("secret.txt"), root.join("leak")).unwrap();
+        assert!(matches!(
+            read_at(&root, "leak", 0, 100),
+            Err(FileError::Symlink { .. })
+        ));
+        assert!(matches!(
+            read_at(&root, "../secret.txt", 0, 100),
+            Err(FileError::InvalidPath { .. })
+        ));
     }
 
     #[test]
