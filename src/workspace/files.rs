@@ -255,18 +255,20 @@ fn open_dir_path(
     create: bool,
 ) -> Result<OwnedFd, FileError> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut dir = rustix::fs::openat(CWD, root, dir_flags, Mode::empty()).map_err(|e| {
-        if e == Errno::NOENT {
-            FileError::NotFound {
-                path: rel.to_string(),
+    // The workspace itself is not followed either (a run directory swapped for a link);
+    // the directories above it are the operator's.
+    let mut dir = rustix::fs::openat(CWD, root, dir_flags | OFlags::NOFOLLOW, Mode::empty())
+        .map_err(|e| {
+            let path = rel.to_string();
+            match e {
+                Errno::NOENT => FileError::NotFound { path },
+                Errno::LOOP | Errno::NOTDIR if root.is_symlink() => FileError::Symlink { path },
+                e => FileError::Io {
+                    path,
+                    source: e.into(),
+                },
             }
-        } else {
-            FileError::Io {
-                path: rel.to_string(),
-                source: e.into(),
-            }
-        }
-    })?;
+        })?;
     for name in parts {
         if create {
             match rustix::fs::mkdirat(&dir, *name, Mode::from_raw_mode(0o755)) {
@@ -409,6 +411,14 @@ mod tests {
             );
         }
         assert!(matches!(list(&root, "up"), Err(FileError::Symlink { .. })));
+        // A workspace that is itself a link is not entered.
+        let swapped = tmp.path().join("swapped");
+        symlink(tmp.path(), &swapped).unwrap();
+        assert!(matches!(
+            read(&swapped, "secret.txt", 100),
+            Err(FileError::Symlink { .. })
+        ));
+        assert!(matches!(list(&swapped, ""), Err(FileError::Symlink { .. })));
         // Writing through a link neither follows it nor replaces it.
         assert!(matches!(
             write(&root, "leak", b"pwned", 100),
