@@ -153,6 +153,10 @@ pub struct AgentStep {
     /// What the model may call; each call is a child run (docs/agents.md).
     #[serde(default)]
     pub tools: Vec<AgentTool>,
+    /// File tools on the run's workspace (`files: true | read-only`; the workflow needs
+    /// `workspace: true`).
+    #[serde(default)]
+    pub files: FileAccess,
     /// The most model calls before a final answer (default [`DEFAULT_MAX_TURNS`]).
     pub max_turns: Option<u32>,
     /// The most the model calls may cost, in USD at the configured prices.
@@ -162,9 +166,36 @@ pub struct AgentStep {
 /// Model calls an agent step may make when it sets no `max_turns`.
 pub const DEFAULT_MAX_TURNS: u32 = 10;
 
-/// One entry of an agent step's `tools`. Workflows are the only kind today; other kinds
-/// (a run workspace's files) join this enum, and the lint and the scheduler's one dispatch
-/// point (`engine::scheduler::agent`) match on it.
+/// What an agent step may do with its run's workspace (`files:`): nothing (`false`, the
+/// default), list and read (`read-only`), or also write (`true`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FileAccess {
+    #[default]
+    None,
+    ReadOnly,
+    ReadWrite,
+}
+
+/// The names of the file tools. They hold `_`, which no workflow id may, so they never
+/// collide with a workflow tool.
+pub const FILE_TOOLS: [&str; 3] = ["workspace_list", "workspace_read", "workspace_write"];
+
+impl<'de> Deserialize<'de> for FileAccess {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(false) | Value::Null => Ok(FileAccess::None),
+            Value::Bool(true) => Ok(FileAccess::ReadWrite),
+            Value::String(s) if s == "read-only" => Ok(FileAccess::ReadOnly),
+            other => Err(serde::de::Error::custom(format!(
+                "`files` is true, false or read-only, not {other}"
+            ))),
+        }
+    }
+}
+
+/// One entry of an agent step's `tools`. Workflows are the only kind (a workspace's file
+/// tools are asked for with `files:`); the lint and the scheduler's one dispatch point
+/// (`engine::scheduler::agent`) match on it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(from = "ToolEntry")]
 pub enum AgentTool {

@@ -117,6 +117,7 @@ pub enum Code {
     UnknownTool,
     DuplicateTool,
     ToolCanSuspend,
+    FilesNeedWorkspace,
 }
 
 impl Code {
@@ -167,6 +168,7 @@ impl Code {
             Code::UnknownTool => "stepwise::agent::unknown_tool",
             Code::DuplicateTool => "stepwise::agent::duplicate_tool",
             Code::ToolCanSuspend => "stepwise::agent::tool_can_suspend",
+            Code::FilesNeedWorkspace => "stepwise::agent::files_need_workspace",
         }
     }
 

@@ -114,3 +114,62 @@ pub(crate) fn stderr_color() -> bool {
     use std::io::IsTerminal;
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
+
+/// The value of a boolean flag an environment variable may set (`STEPWISE_ALLOW_SCRIPTS`,
+/// `STEPWISE_INSECURE_NO_AUTH`, `STEPWISE_METRICS_PUBLIC`): `1`/`0`, `true`/`false`,
+/// `yes`/`no`, `on`/`off` (any case); empty is false, like an unset variable. The flag alone
+/// is true, and `--flag=false` overrides the variable. Anything else is refused, so a typo
+/// does not silently turn a switch on or off.
+pub(crate) fn flag_value(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),
+        _ => Err("expected 1/0, true/false, yes/no or on/off".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boolean_flags_take_the_usual_words() {
+        for v in ["1", "true", "TRUE", "yes", "on", " On "] {
+            assert_eq!(flag_value(v), Ok(true), "{v}");
+        }
+        for v in ["", "0", "false", "False", "no", "off"] {
+            assert_eq!(flag_value(v), Ok(false), "{v}");
+        }
+        assert!(flag_value("ture").is_err());
+        assert!(flag_value("2").is_err());
+    }
+
+    #[test]
+    fn a_flag_alone_is_true_and_an_explicit_value_wins() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["stepwise", "serve"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Command::Serve(s)) => Ok(s.flags()),
+                Ok(_) => Err("not serve".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(parse(&[]), Ok((false, false, false)));
+        assert_eq!(
+            parse(&["--insecure-no-auth", "--metrics-public", "--allow-scripts"]),
+            Ok((true, true, true))
+        );
+        assert_eq!(
+            parse(&["--metrics-public=on", "--allow-scripts=0"]),
+            Ok((false, true, false))
+        );
+        // The flag never takes the next argument as its value.
+        assert!(parse(&["--metrics-public", "false"]).is_err());
+        let e = parse(&["--metrics-public=maybe"]).unwrap_err();
+        assert!(
+            e.contains("expected 1/0, true/false, yes/no or on/off"),
+            "{e}"
+        );
+    }
+}

@@ -14,7 +14,13 @@ pub struct ScriptArgs {
     #[arg(
         long,
         env = "STEPWISE_ALLOW_SCRIPTS",
-        value_parser = clap::builder::FalseyValueParser::new()
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_name = "BOOL",
+        value_parser = super::flag_value
     )]
     pub allow_scripts: bool,
     /// How scripts are isolated: `bwrap` (bubblewrap must be installed, or the command

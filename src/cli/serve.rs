@@ -27,7 +27,17 @@ pub struct ServeArgs {
     definitions: Option<PathBuf>,
     /// Accept requests without an API key (all in the default workspace). Local development
     /// only: refused on a non-loopback address.
-    #[arg(long)]
+    #[arg(
+        long,
+        env = "STEPWISE_INSECURE_NO_AUTH",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_name = "BOOL",
+        value_parser = super::flag_value
+    )]
     insecure_no_auth: bool,
     /// Base URL clients reach this server at, for hook `resumeUrl`s (default: the request's Host).
     #[arg(long, env = "STEPWISE_PUBLIC_URL")]
@@ -44,12 +54,34 @@ pub struct ServeArgs {
     otlp_endpoint: Option<String>,
     /// Serve `/metrics` without an API key (for a scraper on a private network). Without it,
     /// `/metrics` takes an API key of the default workspace.
-    #[arg(long, env = "STEPWISE_METRICS_PUBLIC")]
+    #[arg(
+        long,
+        env = "STEPWISE_METRICS_PUBLIC",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_name = "BOOL",
+        value_parser = super::flag_value
+    )]
     metrics_public: bool,
     #[command(flatten)]
     db: DbArgs,
     #[command(flatten)]
     scripts: super::scripts::ScriptArgs,
+}
+
+#[cfg(test)]
+impl ServeArgs {
+    /// (insecure_no_auth, metrics_public, allow_scripts), for the parsing tests.
+    pub(super) fn flags(&self) -> (bool, bool, bool) {
+        (
+            self.insecure_no_auth,
+            self.metrics_public,
+            self.scripts.allow_scripts,
+        )
+    }
 }
 
 pub fn serve(args: &ServeArgs) -> Outcome {

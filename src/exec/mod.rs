@@ -67,4 +67,10 @@ pub enum Produced {
     Finished(Success),
     /// One model call of an agent loop: the scheduler records it and decides what follows.
     ModelTurn(Box<agent::Reply>),
+    /// The result of an agent's file tool call `call` of turn `turn`.
+    ToolResult {
+        turn: usize,
+        call: usize,
+        result: agent::ToolResult,
+    },
 }

@@ -6,6 +6,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{JsonType, Validator};
 use serde_json::Value;
 
+use crate::definition::FILE_TOOLS;
 use crate::diagnostics::{Code, Diagnostic, did_you_mean};
 use crate::yaml::{SpanIndex, pointer_push};
 
@@ -82,6 +83,7 @@ pub fn type_fields(step_type: &str) -> &'static [&'static str] {
             "max_tokens",
             "output",
             "tools",
+            "files",
             "max_turns",
             "budget",
         ],
@@ -211,9 +213,14 @@ pub fn check_format(format: Format, doc: &Value, spans: &SpanIndex) -> Vec<Diagn
                 let found = instance_at(doc, &path)
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                let names: Vec<&str> = options
+                // Allowed values that are not strings (`files: true`) are named as written.
+                let names: Vec<String> = options
                     .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .map(|a| {
+                        a.iter()
+                            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 out.push(
                     Diagnostic::new(
@@ -222,18 +229,28 @@ pub fn check_format(format: Format, doc: &Value, spans: &SpanIndex) -> Vec<Diagn
                         format!("{} must be one of {}", describe(&path), names.join(", ")),
                     )
                     .with_label("not one of the allowed values")
-                    .with_help_opt(did_you_mean(found, names.iter().copied())),
+                    .with_help_opt(did_you_mean(found, names.iter().map(String::as_str))),
                 );
             }
             ValidationErrorKind::Pattern { .. } => {
-                out.push(
-                    Diagnostic::new(
+                let found = instance_at(doc, &path).and_then(Value::as_str);
+                let d = match found.filter(|f| FILE_TOOLS.contains(f)) {
+                    // A file tool's name where a workflow id goes: no workflow can have it.
+                    Some(name) if is_tool_entry(&path) => Diagnostic::new(
+                        Code::InvalidValue,
+                        spans.value(&path),
+                        format!("`{name}` is a file tool, not a workflow: a tool here is a workflow's definitionId"),
+                    )
+                    .with_label("a file tool's name")
+                    .with_help("file tools are not listed in `tools`: the step offers them with `files: true` (or `files: read-only`), in a workflow with `workspace: true`"),
+                    _ => Diagnostic::new(
                         Code::InvalidValue,
                         spans.value(&path),
                         pattern_message(&path),
                     )
                     .with_label("does not have the required form"),
-                );
+                };
+                out.push(d);
             }
             _ => {
                 out.push(
@@ -330,6 +347,15 @@ fn describe(pointer: &str) -> String {
         ["steps", _, rest @ ..] => format!("`{}`", rest.join(".")),
         all => format!("`{}`", all.join(".")),
     }
+}
+
+/// Whether `pointer` is an agent step's `tools` entry (or its `workflow`).
+fn is_tool_entry(pointer: &str) -> bool {
+    let segments: Vec<&str> = pointer.split('/').skip(1).collect();
+    matches!(
+        segments.as_slice(),
+        ["steps", _, "tools", _] | ["steps", _, "tools", _, "workflow"]
+    )
 }
 
 fn pattern_message(pointer: &str) -> String {

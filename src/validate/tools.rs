@@ -1,5 +1,6 @@
 //! Agent tools: each names a workflow lint can find, once per step, and a workflow that
-//! cannot suspend (a tool runs inline: the model waits for its result).
+//! cannot suspend (a tool runs inline: the model waits for its result); file tools
+//! (`files:`) need a workflow with a workspace.
 //!
 //! What a tool names lives in other files or in the store, so these checks need a
 //! [`Catalog`] of workflows. The caller fills it (`stepwise lint`: the workflows in the
@@ -10,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde_json::Value;
 
-use crate::definition::{AgentTool, Definition, StepKind};
+use crate::definition::{AgentTool, Definition, FILE_TOOLS, FileAccess, StepKind};
 use crate::diagnostics::{Code, Diagnostic, did_you_mean};
 use crate::yaml::{SpanIndex, pointer_push};
 
@@ -186,10 +187,28 @@ pub fn check(
         let StepKind::Agent(a) = &step.kind else {
             continue;
         };
+        if a.files != FileAccess::None && !def.workspace {
+            out.push(
+                Diagnostic::new(
+                    Code::FilesNeedWorkspace,
+                    spans.value(&step.field("files")),
+                    format!(
+                        "step `{}` asks for file tools, but this workflow has no workspace",
+                        step.id
+                    ),
+                )
+                .with_label("needs a workspace")
+                .with_help(
+                    "add `workspace: true` at the top level of the workflow: each run then gets a directory the file tools work in",
+                ),
+            );
+        }
         let mut seen = HashSet::new();
         for (j, tool) in a.tools.iter().enumerate() {
             let entry = pointer_push(&step.field("tools"), &j.to_string());
             match tool {
+                // The schema check already says that this names a file tool.
+                AgentTool::Workflow(w) if FILE_TOOLS.contains(&w.workflow.as_str()) => {}
                 AgentTool::Workflow(w) => {
                     // `tools: [x]` has no `workflow` node: the span falls back to the entry.
                     let at = spans.value(&pointer_push(&entry, "workflow"));

@@ -108,19 +108,7 @@ pub fn list(root: &Path, rel: &str) -> Result<Listing, FileError> {
 
 /// The bytes of file `rel`, refused when it is larger than `limit`.
 pub fn read(root: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, FileError> {
-    let parts = components(rel, false)?;
-    let (last, dirs) = parts
-        .split_last()
-        .ok_or_else(|| invalid(rel, "it is empty"))?;
-    let dir = open_dir_path(root, rel, dirs, false)?;
-    let fd = rustix::fs::openat(
-        &dir,
-        *last,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| open_error(&dir, last, rel, e))?;
-    let size = regular_size(&fd, rel)?;
+    let (fd, size) = open_regular(root, rel)?;
     if size > limit {
         return Err(FileError::TooLarge {
             path: rel.to_string(),
@@ -146,6 +134,50 @@ pub fn read(root: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, FileError> {
         });
     }
     Ok(data)
+}
+
+/// A part of a file: at most `max` bytes from byte `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub data: Vec<u8>,
+    /// The file's size when it was opened.
+    pub size: u64,
+}
+
+/// At most `max` bytes of file `rel` from byte `offset` (none past its end), whatever its
+/// size: a large file is read a part at a time.
+pub fn read_at(root: &Path, rel: &str, offset: u64, max: u64) -> Result<Chunk, FileError> {
+    use std::io::{Seek, SeekFrom};
+    let (fd, size) = open_regular(root, rel)?;
+    let io = |e: std::io::Error| FileError::Io {
+        path: rel.to_string(),
+        source: e,
+    };
+    let mut file = std::fs::File::from(fd);
+    let mut data = Vec::new();
+    if offset < size {
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        file.take(max).read_to_end(&mut data).map_err(io)?;
+    }
+    Ok(Chunk { data, size })
+}
+
+/// Open file `rel` for reading (a regular file, reached without links); its size.
+fn open_regular(root: &Path, rel: &str) -> Result<(OwnedFd, u64), FileError> {
+    let parts = components(rel, false)?;
+    let (last, dirs) = parts
+        .split_last()
+        .ok_or_else(|| invalid(rel, "it is empty"))?;
+    let dir = open_dir_path(root, rel, dirs, false)?;
+    let fd = rustix::fs::openat(
+        &dir,
+        *last,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| open_error(&dir, last, rel, e))?;
+    let size = regular_size(&fd, rel)?;
+    Ok((fd, size))
 }
 
 /// Write `data` to file `rel` (replacing what it held), creating the directories on the
@@ -223,18 +255,20 @@ fn open_dir_path(
     create: bool,
 ) -> Result<OwnedFd, FileError> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut dir = rustix::fs::openat(CWD, root, dir_flags, Mode::empty()).map_err(|e| {
-        if e == Errno::NOENT {
-            FileError::NotFound {
-                path: rel.to_string(),
+    // The workspace itself is not followed either (a run directory swapped for a link);
+    // the directories above it are the operator's.
+    let mut dir = rustix::fs::openat(CWD, root, dir_flags | OFlags::NOFOLLOW, Mode::empty())
+        .map_err(|e| {
+            let path = rel.to_string();
+            match e {
+                Errno::NOENT => FileError::NotFound { path },
+                Errno::LOOP | Errno::NOTDIR if root.is_symlink() => FileError::Symlink { path },
+                e => FileError::Io {
+                    path,
+                    source: e.into(),
+                },
             }
-        } else {
-            FileError::Io {
-                path: rel.to_string(),
-                source: e.into(),
-            }
-        }
-    })?;
+        })?;
     for name in parts {
         if create {
             match rustix::fs::mkdirat(&dir, *name, Mode::from_raw_mode(0o755)) {
@@ -377,6 +411,14 @@ mod tests {
             );
         }
         assert!(matches!(list(&root, "up"), Err(FileError::Symlink { .. })));
+        // A workspace that is itself a link is not entered.
+        let swapped = tmp.path().join("swapped");
+        symlink(tmp.path(), &swapped).unwrap();
+        assert!(matches!(
+            read(&swapped, "secret.txt", 100),
+            Err(FileError::Symlink { .. })
+        ));
+        assert!(matches!(list(&swapped, ""), Err(FileError::Symlink { .. })));
         // Writing through a link neither follows it nor replaces it.
         assert!(matches!(
             write(&root, "leak", b"pwned", 100),
@@ -422,6 +464,25 @@ mod tests {
             Err(FileError::TooLarge { size: 11, .. })
         ));
         assert!(!root.join("small.bin").exists());
+    }
+
+    #[test]
+    fn a_large_file_is_read_a_part_at_a_time() {
+        let (tmp, root) = setup();
+        write(&root, "big.txt", b"0123456789", DEFAULT_MAX_FILE).unwrap();
+        let c = read_at(&root, "big.txt", 4, 3).unwrap();
+        assert_eq!((c.data.as_slice(), c.size), (&b"456"[..], 10));
+        assert_eq!(read_at(&root, "big.txt", 8, 100).unwrap().data, b"89");
+        assert!(read_at(&root, "big.txt", 50, 100).unwrap().data.is_empty());
+        symlink(tmp.path().join("secret.txt"), root.join("leak")).unwrap();
+        assert!(matches!(
+            read_at(&root, "leak", 0, 100),
+            Err(FileError::Symlink { .. })
+        ));
+        assert!(matches!(
+            read_at(&root, "../secret.txt", 0, 100),
+            Err(FileError::InvalidPath { .. })
+        ));
     }
 
     #[test]

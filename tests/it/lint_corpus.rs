@@ -95,6 +95,7 @@ fn broken_corpus_covers_every_code() {
         UnknownTool,
         DuplicateTool,
         ToolCanSuspend,
+        FilesNeedWorkspace,
     ];
     let dir = Path::new("tests/lint/broken");
     let mut expected = Vec::new();

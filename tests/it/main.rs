@@ -2,6 +2,7 @@
 
 mod agent_crash;
 mod agent_example;
+mod agent_files;
 mod agent_tools;
 mod agents;
 mod api;

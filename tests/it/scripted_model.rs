@@ -1,7 +1,8 @@
 //! A scripted OpenAI-compatible model on loopback: the n-th assistant turn of a
 //! conversation (counted from the messages it is sent) answers with the n-th scripted
 //! message, so a resumed conversation gets the same answers. It records every request.
-//! `/gate` holds requests until the test opens it (a tool that is mid-flight on demand);
+//! `/gate` holds requests until the test opens it (a tool that is mid-flight on demand), and
+//! so do the chat requests of turns the test holds (a model call in flight);
 //! `/api/orders/{id}` and `/api/refunds` stand in for the shop API of the support example.
 
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ struct Shared {
     requests: Arc<Mutex<Vec<Value>>>,
     /// Turns (0-based) that fail once with 503 before they answer.
     fail_once: Arc<Mutex<Vec<usize>>>,
+    /// Turns (0-based) whose requests wait until the gate opens (a model call in flight).
+    held: Arc<Mutex<Vec<usize>>>,
     gate_open: Arc<AtomicBool>,
     gate_hits: Arc<AtomicUsize>,
     /// Bodies posted to `/api/refunds`, with their Idempotency-Key.
@@ -91,6 +94,11 @@ impl ScriptedModel {
         self.shared.fail_once.lock().unwrap().push(turn);
     }
 
+    /// Requests for `turn` wait until [`ScriptedModel::open_gate`].
+    pub fn hold_at(&self, turn: usize) {
+        self.shared.held.lock().unwrap().push(turn);
+    }
+
     pub fn open_gate(&self) {
         self.shared.gate_open.store(true, Ordering::SeqCst);
     }
@@ -123,6 +131,10 @@ async fn chat(State(s): State<Shared>, Json(body): Json<Value>) -> (StatusCode, 
                 Json(json!({"error": {"message": "overloaded"}})),
             );
         }
+    }
+    let held = s.held.lock().unwrap().contains(&turn);
+    while held && !s.gate_open.load(Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let Some(message) = s.script.get(turn) else {
         return (

@@ -485,3 +485,52 @@ fn secrets_stay_out_of_the_servers_log() {
     assert!(stderr.contains("token is ***"), "{stderr}");
     assert!(!stderr.contains("tok-secret-77"), "{stderr}");
 }
+
+/// Boolean flags set through the environment take 1/0, true/false, yes/no, on/off; empty
+/// is false; anything else stops the command with an error naming the flag.
+#[tokio::test(flavor = "multi_thread")]
+async fn boolean_environment_flags_take_the_usual_words() {
+    let dir = tempfile::tempdir().unwrap();
+    async fn status(dir: &std::path::Path, env: (&str, &str), path: &str) -> u16 {
+        let server = serve_env(dir, &[], &[env]);
+        let url = format!("{}{path}", server.url);
+        let http =
+            stepwise::http_client::build(&stepwise::http_client::ClientOptions::default()).unwrap();
+        http.get(&url).send().await.unwrap().status().as_u16()
+    }
+    for (v, public) in [
+        ("1", true),
+        ("on", true),
+        ("TRUE", true),
+        ("yes", true),
+        ("0", false),
+        ("off", false),
+        ("no", false),
+        ("", false),
+    ] {
+        let code = status(dir.path(), ("STEPWISE_METRICS_PUBLIC", v), "/metrics").await;
+        assert_eq!(code == 200, public, "STEPWISE_METRICS_PUBLIC={v:?}: {code}");
+    }
+    let runs = "/v1/workflow-runs";
+    assert_eq!(
+        status(dir.path(), ("STEPWISE_INSECURE_NO_AUTH", "yes"), runs).await,
+        200
+    );
+    assert_eq!(
+        status(dir.path(), ("STEPWISE_INSECURE_NO_AUTH", "false"), runs).await,
+        401
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_stepwise"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("server.db"))
+        .env("STEPWISE_ALLOW_SCRIPTS", "maybe")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'maybe' for '--allow-scripts")
+            && stderr.contains("expected 1/0, true/false, yes/no or on/off"),
+        "{stderr}"
+    );
+}

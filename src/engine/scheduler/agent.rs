@@ -8,6 +8,11 @@
 //! anything that depends on it starts, a loop taken up again (after a crash, a failed
 //! commit, a retry) resumes from its last recorded turn: no completed call is sent again,
 //! no tool run is started twice (its idempotency key names the turn and the call).
+//!
+//! File tools (`files:`) run on the executor side, one call at a time in the order the
+//! model made them, each result recorded before the next starts; a call whose result was
+//! not recorded runs again when the loop is taken up (listing and reading change nothing,
+//! and a write writes the same content again).
 
 use serde_json::{Value, json};
 
@@ -16,10 +21,10 @@ use super::batch::Start;
 use super::children::ChildSpec;
 use super::policy::attempt_timeout;
 use super::start::as_text;
-use crate::definition::{AgentStep, AgentTool, DEFAULT_MAX_TURNS, StepKind};
+use crate::definition::{AgentStep, AgentTool, DEFAULT_MAX_TURNS, FileAccess, StepKind};
 use crate::engine::state::Active;
 use crate::exec::agent::{
-    self, Limits, ModelCall, Next, Reply, Tool, ToolKind, ToolResult, Transcript,
+    self, FileOp, Limits, ModelCall, Next, Reply, Tool, ToolKind, ToolResult, Transcript,
 };
 use crate::exec::{Produced, StepError};
 use crate::model::{EventKind, RunStatus};
@@ -45,6 +50,22 @@ fn limits(a: &AgentStep) -> Limits {
 /// The transcript an agent step's attempt carries (its record's `meta.agent`).
 pub(super) fn transcript_of(run: &Active, i: usize) -> Option<Transcript> {
     Transcript::from_meta(run.slots[i].record.as_ref()?.meta.as_ref())
+}
+
+/// What starting a tool call came to.
+enum Started {
+    /// Its result is known at once.
+    Done(ToolResult),
+    /// A child run is on its way; its end records the result.
+    Running,
+    /// A file operation, run on the executor side (`start_file_call`).
+    File(FileOp),
+}
+
+impl From<Option<ToolResult>> for Started {
+    fn from(r: Option<ToolResult>) -> Self {
+        r.map_or(Started::Running, Started::Done)
+    }
 }
 
 /// What a finished tool run tells the model.
@@ -95,7 +116,7 @@ impl Scheduler {
     pub(super) fn start_agent(&mut self, run: &mut Active, i: usize, mut t: Transcript) {
         let Some(a) = step_of(run, i) else { return };
         if t.tools.is_none() {
-            match self.resolve_tools(run, &a.tools) {
+            match self.resolve_tools(run, &a) {
                 Ok(tools) => t.tools = Some(tools),
                 Err(e) => return self.fail_attempt(run, i, e),
             }
@@ -112,11 +133,12 @@ impl Scheduler {
         self.agent_next(run, i, t);
     }
 
-    /// The tools an agent step offers, resolved to exact definition versions.
-    fn resolve_tools(&mut self, run: &Active, tools: &[AgentTool]) -> Result<Vec<Tool>, StepError> {
+    /// The tools an agent step offers: its workflows, resolved to exact definition
+    /// versions, then its file tools.
+    fn resolve_tools(&mut self, run: &Active, a: &AgentStep) -> Result<Vec<Tool>, StepError> {
         let ws = &run.rec.workspace_id;
         let mut out = Vec::new();
-        for tool in tools {
+        for tool in &a.tools {
             match tool {
                 AgentTool::Workflow(w) => {
                     let found = match w.version {
@@ -161,6 +183,30 @@ impl Scheduler {
                 }
             }
         }
+        if a.files != FileAccess::None {
+            if !run.def.plan.definition.workspace {
+                return Err(StepError::permanent(
+                    "agent_tools",
+                    "`files` needs a workflow with `workspace: true`",
+                ));
+            }
+            if self.engine.config().workspaces.root.is_none() {
+                return Err(StepError::permanent(
+                    "workspace",
+                    "this engine has no workspaces root, so file tools cannot run",
+                ));
+            }
+            out.extend(agent::files::tools(a.files));
+        }
+        // Lint keeps names apart (workflow ids hold no `_`); a model must never be offered
+        // two tools of one name all the same.
+        let mut names = std::collections::HashSet::new();
+        if let Some(dup) = out.iter().find(|t| !names.insert(t.name.as_str())) {
+            return Err(StepError::permanent(
+                "agent_tools",
+                format!("two tools are named `{}`", dup.name),
+            ));
+        }
         Ok(out)
     }
 
@@ -200,10 +246,20 @@ impl Scheduler {
                 }
             }
             Next::Tools(open) => {
+                let mut file_call = None;
                 for (turn, k) in open {
-                    if let Some(result) = self.run_tool(run, i, &mut t, turn, k) {
-                        self.tool_finished(run, i, &mut t, turn, k, result);
+                    match self.run_tool(run, i, &mut t, turn, k) {
+                        Started::Done(result) => {
+                            self.tool_finished(run, i, &mut t, turn, k, result)
+                        }
+                        Started::Running => {}
+                        Started::File(op) => {
+                            file_call.get_or_insert((turn, k, op));
+                        }
                     }
+                }
+                if let Some((turn, k, op)) = file_call {
+                    self.start_file_call(run, i, &t, turn, k, op);
                 }
                 self.save(run, i, &t);
                 if !matches!(t.next(), Next::Tools(_)) {
@@ -213,8 +269,8 @@ impl Scheduler {
         }
     }
 
-    /// Start tool call `k` of turn `turn` (the one place each kind of tool is started); its
-    /// result when that is known at once.
+    /// Start tool call `k` of turn `turn` (the one place each kind of tool is started):
+    /// its result when that is known at once.
     fn run_tool(
         &mut self,
         run: &mut Active,
@@ -222,15 +278,15 @@ impl Scheduler {
         t: &mut Transcript,
         turn: usize,
         k: usize,
-    ) -> Option<ToolResult> {
+    ) -> Started {
         let call = t.turns[turn].calls[k].clone();
         if let Some(child) = &call.child_run_id {
             // Started earlier (the loop is resuming): its result if it has ended.
-            return self.tool_run_result(child);
+            return self.tool_run_result(child).into();
         }
         let Some(tool) = t.tools().iter().find(|x| x.name == call.name).cloned() else {
             let names: Vec<&str> = t.tools().iter().map(|x| x.name.as_str()).collect();
-            return Some(ToolResult::failed(
+            return Started::Done(ToolResult::failed(
                 "unknown_tool",
                 format!(
                     "there is no tool `{}`; the tools are: {}",
@@ -244,6 +300,7 @@ impl Scheduler {
             ));
         };
         match &tool.kind {
+            ToolKind::File { op } => Started::File(*op),
             ToolKind::Workflow { version_id, .. } => {
                 let compiled = match self
                     .store
@@ -253,7 +310,7 @@ impl Scheduler {
                     .and_then(|r| self.engine.compiled_record(r).map_err(|e| e.to_string()))
                 {
                     Ok(c) => c,
-                    Err(e) => return Some(ToolResult::failed("tool_run", e)),
+                    Err(e) => return Started::Done(ToolResult::failed("tool_run", e)),
                 };
                 let step_id = run.def.plan.definition.steps[i].id.clone();
                 let spec = ChildSpec {
@@ -266,12 +323,94 @@ impl Scheduler {
                 match self.child_run(&run.rec, &step_id, spec) {
                     Ok(child) => {
                         t.turns[turn].calls[k].child_run_id = Some(child.id.clone());
-                        child.status.is_terminal().then(|| result_of(&child))
+                        child.status.is_terminal().then(|| result_of(&child)).into()
                     }
-                    Err(e) => Some(ToolResult::Failed { error: e.to_json() }),
+                    Err(e) => Started::Done(ToolResult::Failed { error: e.to_json() }),
                 }
             }
         }
+    }
+
+    /// Queue file tool call `k` of turn `turn`; it runs once this batch commits, unless a
+    /// file call of this step is already on its way (its result starts the next one).
+    fn start_file_call(
+        &mut self,
+        run: &Active,
+        i: usize,
+        t: &Transcript,
+        turn: usize,
+        k: usize,
+        op: FileOp,
+    ) {
+        let busy = run.tasks.contains_key(&i)
+            || self
+                .batch
+                .starts
+                .iter()
+                .any(|s| s.run_id == run.rec.id && s.step == i);
+        if busy {
+            return;
+        }
+        // `resolve_tools` offers file tools only with a root.
+        let Some(root) = self.engine.config().workspaces.root.clone() else {
+            return;
+        };
+        let args = t.turns[turn].calls[k].arguments.clone();
+        let run_id = run.rec.id.clone();
+        self.batch.starts.push(Start {
+            run_id: run_id.clone(),
+            step: i,
+            attempt: run.slots[i].attempt,
+            fut: Box::pin(async move {
+                let result = tokio::task::spawn_blocking(move || {
+                    crate::workspace::ensure(&root, &run_id)
+                        .map(|ws| agent::files::run(&ws, op, &args))
+                        .map_err(|e| {
+                            let at = root.display();
+                            StepError::new(
+                                "workspace",
+                                format!("cannot create the run's workspace in {at}: {e}"),
+                            )
+                        })
+                })
+                .await
+                .map_err(|e| StepError::new("workspace", e.to_string()))??;
+                Ok(Produced::ToolResult {
+                    turn,
+                    call: k,
+                    result,
+                })
+            }),
+        });
+        self.batch.touched.insert(run.rec.id.clone());
+    }
+
+    /// A file tool call finished: record its result and go on (the next file call, the
+    /// next model call once the turn has every result).
+    pub(super) fn agent_file_done(
+        &mut self,
+        run: &mut Active,
+        i: usize,
+        turn: usize,
+        k: usize,
+        result: ToolResult,
+    ) {
+        let Some(mut t) = transcript_of(run, i) else {
+            return;
+        };
+        let open = t
+            .turns
+            .get(turn)
+            .and_then(|x| x.calls.get(k))
+            .is_some_and(|c| c.result.is_none());
+        // Recorded already (a result applied again after a failed commit): the loop went
+        // on from there.
+        if !open {
+            return;
+        }
+        self.tool_finished(run, i, &mut t, turn, k, result);
+        self.save(run, i, &t);
+        self.agent_next(run, i, t);
     }
 
     /// A started tool run's result, if it has ended.

@@ -41,6 +41,9 @@ impl Scheduler {
             match result {
                 Ok(Produced::Finished(s)) => self.complete(&mut run, i, s.output, s.usage, None),
                 Ok(Produced::ModelTurn(reply)) => self.agent_turn(&mut run, i, *reply),
+                Ok(Produced::ToolResult { turn, call, result }) => {
+                    self.agent_file_done(&mut run, i, turn, call, result);
+                }
                 Err(e) => self.fail_attempt(&mut run, i, e),
             }
             self.refresh(&mut run);

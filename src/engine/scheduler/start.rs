@@ -8,7 +8,7 @@ use super::Scheduler;
 use super::agent;
 use super::batch::Start;
 use super::policy::{add, attempt_timeout};
-use crate::definition::{Step, StepKind};
+use crate::definition::{FileAccess, Step, StepKind};
 use crate::engine::state::Active;
 use crate::exec::{self, Produced, StepError, Success};
 use crate::model::{EventKind, RunStatus, StepStatus};
@@ -93,6 +93,11 @@ impl Scheduler {
                 if !a.tools.is_empty() {
                     let names: Vec<&str> = a.tools.iter().map(|t| t.name()).collect();
                     recorded["tools"] = json!(names);
+                }
+                match a.files {
+                    FileAccess::None => {}
+                    FileAccess::ReadOnly => recorded["files"] = json!("read-only"),
+                    FileAccess::ReadWrite => recorded["files"] = json!(true),
                 }
                 // The loop so far (a resumed or retried attempt): before `begin` replaces
                 // the record.

@@ -4,8 +4,10 @@
 //! the scheduler records each turn in the step's [`Transcript`], runs the tools the model
 //! asked for (child runs), and asks for the next call, so a crash loses at most the call in
 //! flight. What is pure about the loop (the messages of the next call, the limits, the
-//! answer's check) lives in `transcript`; the tools the model sees in `tools`.
+//! answer's check) lives in `transcript`; the tools the model sees in `tools`; the file
+//! tools on a run's workspace in `files`.
 
+pub mod files;
 mod prices;
 mod tools;
 mod transcript;
@@ -18,7 +20,7 @@ use super::StepError;
 use crate::http_client::{DEFAULT_MAX_BODY, error_chain, read_body_limited};
 
 pub use prices::Prices;
-pub use tools::{Tool, ToolKind};
+pub use tools::{FileOp, Tool, ToolKind};
 pub use transcript::{
     Limits, Next, Request, ToolCall, ToolResult, Transcript, Turn, TurnUsage, check_answer,
     correction,

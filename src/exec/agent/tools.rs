@@ -17,8 +17,7 @@ pub struct Tool {
     pub kind: ToolKind,
 }
 
-/// What runs when the model calls a tool. New kinds (a run workspace's file operations)
-/// are new variants; the scheduler starts every kind at one place.
+/// What runs when the model calls a tool; the scheduler starts every kind at one place.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ToolKind {
@@ -29,6 +28,17 @@ pub enum ToolKind {
         version_id: String,
         version: i64,
     },
+    /// A file operation on the run's workspace (`super::files`).
+    File { op: FileOp },
+}
+
+/// The file tools' operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOp {
+    List,
+    Read,
+    Write,
 }
 
 impl Tool {
