@@ -153,21 +153,34 @@ pub struct AgentStep {
     /// What the model may call; each call is a child run (docs/agents.md).
     #[serde(default)]
     pub tools: Vec<AgentTool>,
-    /// File tools on the run's workspace (`files: true | read-only`; the workflow needs
-    /// `workspace: true`).
+    /// File tools on the run's workspace as written (`files: true | false | read-only`);
+    /// [`AgentStep::file_access`] is what the step gets.
     #[serde(default)]
-    pub files: FileAccess,
+    pub files: Option<FileAccess>,
     /// The most model calls before a final answer (default [`DEFAULT_MAX_TURNS`]).
     pub max_turns: Option<u32>,
     /// The most the model calls may cost, in USD at the configured prices.
     pub budget: Option<f64>,
 }
 
+impl AgentStep {
+    /// The file tools the step gets: what `files:` says, else all of them on a workflow
+    /// with a workspace (the workspace is there for its steps to work in) and none without.
+    pub fn file_access(&self, workspace: bool) -> FileAccess {
+        self.files.unwrap_or(if workspace {
+            FileAccess::ReadWrite
+        } else {
+            FileAccess::None
+        })
+    }
+}
+
 /// Model calls an agent step may make when it sets no `max_turns`.
 pub const DEFAULT_MAX_TURNS: u32 = 10;
 
-/// What an agent step may do with its run's workspace (`files:`): nothing (`false`, the
-/// default), list and read (`read-only`), or also write (`true`).
+/// What an agent step may do with its run's workspace (`files:`): nothing (`false`), list
+/// and read (`read-only`), or also write (`true`, the default on a workflow with a
+/// workspace).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FileAccess {
     #[default]

@@ -187,7 +187,7 @@ pub fn check(
         let StepKind::Agent(a) = &step.kind else {
             continue;
         };
-        if a.files != FileAccess::None && !def.workspace {
+        if a.files.is_some_and(|f| f != FileAccess::None) && !def.workspace {
             out.push(
                 Diagnostic::new(
                     Code::FilesNeedWorkspace,

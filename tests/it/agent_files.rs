@@ -401,3 +401,44 @@ async fn a_read_only_step_is_not_offered_writes() {
     );
     assert!(!workspace(dir.path(), &run_id).join("x.txt").exists());
 }
+
+/// The tool names the model was offered in its first call, on a run of `yaml`.
+async fn offered_on(yaml: &str) -> Vec<String> {
+    let model = ScriptedModel::start(vec![answer("Done.")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    with_definition(dir.path(), yaml);
+    let mut server = serve(dir.path(), &model, &[]);
+    let run_id = start(&server).await;
+    let run = finished(&server, &run_id).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert_eq!(run["status"], "COMPLETED", "{run}");
+    let requests = model.requests();
+    requests[0]["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workspace_gives_its_agents_file_tools_unless_a_step_says_false() {
+    let by_default = offered_on(&NOTES.replace("    files: true\n", "")).await;
+    assert_eq!(
+        by_default,
+        ["workspace_list", "workspace_read", "workspace_write"]
+    );
+    let refused = offered_on(&NOTES.replace("files: true", "files: false")).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let without_workspace = offered_on(
+        &NOTES
+            .replace("workspace: true\n", "")
+            .replace("    files: true\n", ""),
+    )
+    .await;
+    assert!(without_workspace.is_empty(), "{without_workspace:?}");
+}

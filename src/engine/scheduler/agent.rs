@@ -183,7 +183,8 @@ impl Scheduler {
                 }
             }
         }
-        if a.files != FileAccess::None {
+        let files = a.file_access(run.def.plan.definition.workspace);
+        if files != FileAccess::None {
             if !run.def.plan.definition.workspace {
                 return Err(StepError::permanent(
                     "agent_tools",
@@ -196,7 +197,7 @@ impl Scheduler {
                     "this engine has no workspaces root, so file tools cannot run",
                 ));
             }
-            out.extend(agent::files::tools(a.files));
+            out.extend(agent::files::tools(files));
         }
         // Lint keeps names apart (workflow ids hold no `_`); a model must never be offered
         // two tools of one name all the same.

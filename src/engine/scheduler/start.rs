@@ -94,7 +94,7 @@ impl Scheduler {
                     let names: Vec<&str> = a.tools.iter().map(|t| t.name()).collect();
                     recorded["tools"] = json!(names);
                 }
-                match a.files {
+                match a.file_access(run.def.plan.definition.workspace) {
                     FileAccess::None => {}
                     FileAccess::ReadOnly => recorded["files"] = json!("read-only"),
                     FileAccess::ReadWrite => recorded["files"] = json!(true),
