@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::Outcome;
 use super::local::DbArgs;
-use crate::store::{ApiKeyInfo, ApiKeyRecord, SqliteStore, Store};
+use crate::store::{ApiKeyInfo, ApiKeyRecord};
 
 #[derive(Debug, Args)]
 pub struct KeysArgs {
@@ -83,8 +83,8 @@ pub fn run(args: &KeysArgs) -> Outcome {
     }
 }
 
-fn open(db: &DbArgs) -> Result<SqliteStore, String> {
-    SqliteStore::open(&db.db, db.synchronous).map_err(|e| e.to_string())
+fn open(db: &DbArgs) -> Result<std::sync::Arc<dyn crate::store::Store>, String> {
+    db.open_store()
 }
 
 fn create(workspace: &str, name: Option<&str>, db: &DbArgs) -> Result<(), String> {

@@ -8,11 +8,12 @@ use clap::Args;
 use super::scripts::ScriptArgs;
 use crate::clock::SystemClock;
 use crate::engine::{Engine, EngineConfig};
-use crate::store::{SqliteStore, Synchronous};
+use crate::store::{PgOptions, PgStore, SqliteStore, Store, Synchronous, is_postgres_url};
 
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// The SQLite database file.
+    /// The SQLite database file, or a PostgreSQL database (`postgres://user@host:port/db`)
+    /// that several stepwise processes share (docs/scale-out.md).
     #[arg(
         long,
         env = "STEPWISE_DB",
@@ -28,6 +29,45 @@ pub struct DbArgs {
         global = true
     )]
     pub synchronous: Synchronous,
+    /// PostgreSQL only: connections each process keeps open.
+    #[arg(long, env = "STEPWISE_DB_POOL", default_value_t = 16, global = true)]
+    pub db_pool: usize,
+}
+
+impl DbArgs {
+    /// The PostgreSQL URL, when `--db` names one.
+    pub fn postgres(&self) -> Option<&str> {
+        self.db.to_str().filter(|s| is_postgres_url(s))
+    }
+
+    /// The database for messages: a Postgres URL without its password.
+    pub fn describe(&self) -> String {
+        let text = self.db.display().to_string();
+        match (self.postgres(), text.split_once("://")) {
+            (Some(_), Some((scheme, rest))) => match rest.split_once('@') {
+                Some((user, host)) if user.contains(':') => {
+                    let name = user.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{name}:***@{host}")
+                }
+                _ => text,
+            },
+            _ => text,
+        }
+    }
+
+    /// Open the store `--db` names (applying pending migrations).
+    pub fn open_store(&self) -> Result<Arc<dyn Store>, String> {
+        match self.postgres() {
+            Some(url) => {
+                let mut opts = PgOptions::new(url);
+                opts.pool_size = self.db_pool;
+                Ok(Arc::new(PgStore::open(&opts).map_err(|e| e.to_string())?))
+            }
+            None => Ok(Arc::new(
+                SqliteStore::open(&self.db, self.synchronous).map_err(|e| e.to_string())?,
+            )),
+        }
+    }
 }
 
 impl std::fmt::Display for Synchronous {
@@ -43,7 +83,8 @@ impl std::fmt::Display for Synchronous {
 /// the same runs. The lock file names its holder (`pid N`) and, for a server, where it
 /// listens (`server URL`), so CLI commands can hand changes to it.
 pub struct DbLock {
-    _file: std::fs::File,
+    /// `None` on PostgreSQL, where any number of processes share the database.
+    _file: Option<std::fs::File>,
 }
 
 /// Who holds a database's lock.
@@ -65,6 +106,9 @@ fn lock_path(db: &Path) -> PathBuf {
 /// Take the lock, or say who holds it.
 pub fn try_lock(db: &Path) -> Result<Result<DbLock, Holder>, String> {
     use std::io::Write;
+    if db.to_str().is_some_and(is_postgres_url) {
+        return Ok(Ok(DbLock { _file: None }));
+    }
     let path = lock_path(db);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -83,7 +127,7 @@ pub fn try_lock(db: &Path) -> Result<Result<DbLock, Holder>, String> {
             file.set_len(0)
                 .and_then(|()| writeln!(file, "pid {}", std::process::id()))
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Ok(Ok(DbLock { _file: file }))
+            Ok(Ok(DbLock { _file: Some(file) }))
         }
         Err(std::fs::TryLockError::WouldBlock) => Ok(Err(read_holder(&path))),
         Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
@@ -103,6 +147,9 @@ pub fn lock(db: &Path) -> Result<DbLock, String> {
 
 /// Who holds the lock right now, if anyone; creates nothing.
 pub fn holder(db: &Path) -> Option<Holder> {
+    if db.to_str().is_some_and(is_postgres_url) {
+        return None;
+    }
     let path = lock_path(db);
     let file = std::fs::File::open(&path).ok()?;
     match file.try_lock_shared() {
@@ -143,6 +190,9 @@ pub fn describe(holder: &Holder) -> String {
 /// holding the lock), so CLI commands without `--server` send their changes there.
 pub fn advertise(db: &Path, addr: std::net::SocketAddr) -> Result<(), String> {
     use std::io::Write;
+    if db.to_str().is_some_and(is_postgres_url) {
+        return Ok(());
+    }
     let host = match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
@@ -174,9 +224,9 @@ pub fn start_locked_with(
     _lock: &DbLock,
     scripts: &ScriptArgs,
 ) -> Result<Engine, String> {
-    let store = SqliteStore::open(&args.db, args.synchronous).map_err(|e| e.to_string())?;
+    let store = args.open_store()?;
     let config = local_config(args, scripts)?;
-    Engine::start(Arc::new(store), Arc::new(SystemClock), config).map_err(|e| e.to_string())
+    Engine::start(store, Arc::new(SystemClock), config).map_err(|e| e.to_string())
 }
 
 /// The engine settings of a command on `args.db`: the environment, then the flags; run
@@ -184,13 +234,20 @@ pub fn start_locked_with(
 fn local_config(args: &DbArgs, scripts: &ScriptArgs) -> Result<EngineConfig, String> {
     let mut config = EngineConfig::from_env()?;
     scripts.apply(&mut config)?;
-    if config.workspaces.root.is_none() {
-        config.workspaces.root = Some(crate::workspace::root_beside(&args.db));
+    if args.postgres().is_some() {
+        // No database file to put them beside: the working directory.
+        if config.workspaces.root.is_none() {
+            config.workspaces.root = Some(PathBuf::from("stepwise.workspaces"));
+        }
+    } else {
+        if config.workspaces.root.is_none() {
+            config.workspaces.root = Some(crate::workspace::root_beside(&args.db));
+        }
+        let db_dir = std::path::absolute(&args.db)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        config.scripts.hidden.extend(db_dir);
     }
-    let db_dir = std::path::absolute(&args.db)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    config.scripts.hidden.extend(db_dir);
     super::scripts::announce(&config)?;
     Ok(config)
 }
@@ -198,13 +255,9 @@ fn local_config(args: &DbArgs, scripts: &ScriptArgs) -> Result<EngineConfig, Str
 /// Open the store for reading: no lock, no scheduler, nothing executes (call inside a tokio
 /// runtime). SQLite's WAL lets this run beside a server writing the same file.
 pub fn open_read_only(args: &DbArgs) -> Result<Engine, String> {
-    let store = SqliteStore::open(&args.db, args.synchronous).map_err(|e| e.to_string())?;
+    let store = args.open_store()?;
     let config = EngineConfig::from_env()?;
-    Ok(Engine::read_only(
-        Arc::new(store),
-        Arc::new(SystemClock),
-        config,
-    ))
+    Ok(Engine::read_only(store, Arc::new(SystemClock), config))
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -157,7 +157,7 @@ pub fn serve(args: &ServeArgs) -> Outcome {
         }
         eprintln!(
             "stepwise listening on http://{addr} (database {})",
-            args.db.db.display()
+            args.db.describe()
         );
         let app = router(
             AppState::new(

@@ -1,13 +1,17 @@
 //! The store: the one narrow interface through which runs become durable.
 //!
 //! The engine hands the store batches of [`Write`]s, one transaction each (group commit), and
-//! reads back records. Nothing outside `store/` knows SQL; a Postgres backend implements the
-//! same trait.
+//! reads back records. Nothing outside `store/` knows SQL: `sqlite/` (one process, the
+//! default) and `postgres/` (several processes sharing one database) implement the trait.
 
 mod history;
+mod postgres;
 mod sqlite;
+#[doc(hidden)]
+pub mod test_backends;
 
 pub use history::{HISTORY_COUNT_BOUND, HISTORY_SEARCH_WINDOW, HistoryFilter, HistoryPage};
+pub use postgres::{PgOptions, PgStore, is_postgres_url};
 pub use sqlite::{SqliteStore, Synchronous};
 
 use jiff::Timestamp;

@@ -1,4 +1,4 @@
-//! The engine against a real SQLite file and real local HTTP servers.
+//! The engine against a real store (SQLite, and Postgres: `both!`) and real local HTTP servers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use stepwise::clock::SystemClock;
 use stepwise::engine::{CreateRun, Engine, EngineConfig, EngineError, Resume};
 use stepwise::model::{RunStatus, StepStatus};
-use stepwise::store::{DEFAULT_WORKSPACE, RunRecord, SqliteStore, Synchronous};
+use stepwise::store::{DEFAULT_WORKSPACE, RunRecord, Synchronous, test_backends};
 
 use crate::server::TestServer;
 
@@ -140,9 +140,11 @@ pub async fn finish_in(engine: &Engine, ws: &str, id: &str) -> RunRecord {
         .unwrap()
 }
 
+/// An engine on `db`: the SQLite file, or on Postgres (in a `both!` test's Postgres half)
+/// the schema it maps to.
 pub fn start(db: &std::path::Path, config: EngineConfig) -> Engine {
-    let store = SqliteStore::open(db, Synchronous::Full).unwrap();
-    Engine::start(Arc::new(store), Arc::new(SystemClock), config).unwrap()
+    let store = test_backends::open(db, Synchronous::Full).unwrap();
+    Engine::start(store, Arc::new(SystemClock), config).unwrap()
 }
 
 const SEQUENCE: &str = r#"
@@ -167,6 +169,7 @@ steps:
     with: {value: {result: "{{ steps.shout.output }}", run: "{{ run.id }}"}}
 "#;
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sequence_completes_and_records_each_step_once() {
     let env = Env::new().await;
@@ -204,7 +207,9 @@ async fn a_sequence_completes_and_records_each_step_once() {
     assert_eq!(kinds.first().map(String::as_str), Some("run.created"));
     assert_eq!(kinds.last().map(String::as_str), Some("run.completed"));
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_input_creates_nothing() {
     let env = Env::new().await;
@@ -242,7 +247,9 @@ async fn invalid_input_creates_nothing() {
         .unwrap();
     assert_eq!((runs.len(), total), (0, 0));
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn racing_creates_with_one_key_make_one_run() {
     let env = Arc::new(Env::new().await);
@@ -274,7 +281,9 @@ async fn racing_creates_with_one_key_make_one_run() {
         .unwrap();
     assert_eq!((again.id.as_str(), new), (id.as_str(), false));
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn http_retries_with_backoff_and_one_idempotency_key() {
     let env = Env::new().await;
@@ -321,7 +330,9 @@ steps:
     );
     assert_eq!(steps[0].error.as_ref().unwrap()["kind"], "http_status");
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_run_retries_from_the_failed_step_keeping_earlier_outputs() {
     let env = Env::new().await;
@@ -372,7 +383,9 @@ steps:
         .unwrap_err();
     assert!(matches!(err, EngineError::Conflict(_)), "{err:?}");
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn permanent_http_errors_fail_without_retry() {
     let env = Env::new().await;
@@ -384,6 +397,7 @@ async fn permanent_http_errors_fail_without_retry() {
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(env.server.seen().len(), 1);
     assert_eq!(run.error.as_ref().unwrap()["kind"], "http_status");
+}
 }
 
 const APPROVAL: &str = r#"
@@ -412,6 +426,7 @@ steps:
     with: {value: {team: "{{ steps.classify.output.category }}"}}
 "#;
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn approval_pauses_then_resumes_with_an_option() {
     let env = Env::new().await;
@@ -550,7 +565,9 @@ async fn approval_pauses_then_resumes_with_an_option() {
     assert_eq!(hooks.len(), 1);
     assert_eq!(hooks[0].status.as_str(), "resumed");
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rejected_approval_skips_the_guarded_step() {
     let env = Env::new().await;
@@ -580,6 +597,7 @@ async fn a_rejected_approval_skips_the_guarded_step() {
         .unwrap_err();
     assert!(matches!(err, EngineError::Conflict(_)), "{err:?}");
 }
+}
 
 const PAYMENT: &str = r#"
 id: payment-onboarding
@@ -607,6 +625,7 @@ steps:
     with: {value: {company: "{{ steps.link.output.company }}", tx: "{{ steps.paid.output.transactionId }}"}}
 "#;
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn external_event_waits_for_its_signal_and_validates_the_payload() {
     let env = Env::new().await;
@@ -686,7 +705,9 @@ async fn external_event_waits_for_its_signal_and_validates_the_payload() {
         .unwrap_err();
     assert!(matches!(err, EngineError::Conflict(_)), "{err:?}");
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_waiting_and_running_runs_and_refuses_finished_ones() {
     let env = Env::new().await;
@@ -716,7 +737,9 @@ async fn cancel_stops_waiting_and_running_runs_and_refuses_finished_ones() {
         .unwrap_err();
     assert!(matches!(err, EngineError::NotFound(_)), "{err:?}");
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn waits_fire_by_themselves_also_after_a_restart() {
     let mut env = Env::new().await;
@@ -739,7 +762,9 @@ async fn waits_fire_by_themselves_also_after_a_restart() {
         "{waited:?}"
     );
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn suspended_runs_fail_after_their_maximum_lifetime() {
     let server = TestServer::start().await;
@@ -752,7 +777,9 @@ async fn suspended_runs_fail_after_their_maximum_lifetime() {
     assert_eq!(done.status, RunStatus::Failed);
     assert_eq!(done.error.as_ref().unwrap()["kind"], "timeout");
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn parallel_branches_join() {
     let env = Env::new().await;
@@ -784,7 +811,9 @@ steps:
     assert_eq!(done.status, RunStatus::Completed, "{done:?}");
     assert_eq!(done.output, Some(json!(["a", "b"])));
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workflow_step_runs_a_child_and_waits_for_it() {
     let env = Env::new().await;
@@ -803,7 +832,9 @@ async fn a_workflow_step_runs_a_child_and_waits_for_it() {
         format!("child of run {}", run.id)
     );
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_reach_requests_but_not_history() {
     let server = TestServer::start().await;
@@ -822,7 +853,9 @@ async fn secrets_reach_requests_but_not_history() {
     let step = &env.steps(&run.id)[0];
     assert_eq!(step.input.as_ref().unwrap()["json"]["auth"], "Bearer ***");
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_step_timeout_fails_the_attempt_and_is_retried() {
     let env = Env::new().await;
@@ -846,7 +879,9 @@ async fn a_step_timeout_fails_the_attempt_and_is_retried() {
         "{steps:#?}"
     );
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_running_run_cancels_its_in_flight_step() {
     let env = Env::new().await;
@@ -875,4 +910,5 @@ async fn cancelling_a_running_run_cancels_its_in_flight_step() {
             .status,
         RunStatus::Cancelled
     );
+}
 }

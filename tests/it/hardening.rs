@@ -8,7 +8,7 @@ use serde_json::json;
 use stepwise::clock::ManualClock;
 use stepwise::engine::{Engine, EngineConfig, EngineError, Resume};
 use stepwise::model::{RunStatus, StepStatus};
-use stepwise::store::{DEFAULT_WORKSPACE, HookStatus, SqliteStore, Synchronous};
+use stepwise::store::{DEFAULT_WORKSPACE, HookStatus, Synchronous, test_backends};
 
 use crate::engine::{Env, config, create_in, finish_in};
 use crate::server::TestServer;
@@ -43,6 +43,7 @@ fn step(env: &Env, run_id: &str, id: &str) -> stepwise::store::StepRecord {
         .unwrap()
 }
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hook_resumes_exactly_its_own_step_once() {
     let env = Env::new().await;
@@ -83,7 +84,9 @@ async fn a_hook_resumes_exactly_its_own_step_once() {
         "{hooks:?}"
     );
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn racing_hook_posts_complete_the_step_once() {
     let env = Env::new().await;
@@ -113,6 +116,7 @@ async fn racing_hook_posts_complete_the_step_once() {
     assert_eq!(completed, 1);
     assert_eq!(step(&env, &run.id, "b").status, StepStatus::Waiting);
 }
+}
 
 async fn futures_join<T: Send + 'static>(
     handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
@@ -124,6 +128,7 @@ async fn futures_join<T: Send + 'static>(
     out
 }
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signal_reaches_its_step_while_another_branch_runs() {
     let env = Env::new().await;
@@ -177,7 +182,9 @@ steps:
     assert_eq!(step(&env, &run.id, "go").status, StepStatus::Completed);
     assert_eq!(env.finish(&run.id).await.status, RunStatus::Completed);
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_retry_gives_failed_steps_their_full_retry_count() {
     let env = Env::new().await;
@@ -198,10 +205,11 @@ async fn a_run_retry_gives_failed_steps_their_full_retry_count() {
         vec![1, 1, 1, 2, 2, 2]
     );
 }
+}
 
 fn start_at(db: &std::path::Path, clock: Arc<ManualClock>, cfg: EngineConfig) -> Engine {
-    let store = SqliteStore::open(db, Synchronous::Normal).unwrap();
-    Engine::start(Arc::new(store), clock, cfg).unwrap()
+    let store = test_backends::open(db, Synchronous::Normal).unwrap();
+    Engine::start(store, clock, cfg).unwrap()
 }
 
 /// Let the scheduler notice a clock change (it looks at least once a second).
@@ -211,6 +219,7 @@ async fn tick(engine: &Engine, run_id: &str) -> stepwise::store::RunRecord {
     engine.run(DEFAULT_WORKSPACE, run_id).await.unwrap()
 }
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_wait_is_not_woken_by_its_old_timer() {
     let server = TestServer::start().await;
@@ -240,7 +249,9 @@ async fn a_retried_wait_is_not_woken_by_its_old_timer() {
     let r = tick(&engine, &run.id).await;
     assert_eq!(r.status, RunStatus::Completed, "{r:?}");
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wait_longer_than_the_suspension_limit_finishes() {
     let server = TestServer::start().await;
@@ -254,7 +265,9 @@ async fn a_wait_longer_than_the_suspension_limit_finishes() {
     let done = env.finish(&run.id).await;
     assert_eq!(done.status, RunStatus::Completed, "{done:?}");
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_commands_leave_no_run_in_memory() {
     let env = Env::new().await;
@@ -292,7 +305,9 @@ async fn refused_commands_leave_no_run_in_memory() {
     }
     assert_eq!(env.engine.stats().await.unwrap().active_runs, 0);
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idempotency_key_of_another_workflow_is_a_conflict() {
     let env = Env::new().await;
@@ -316,7 +331,9 @@ async fn an_idempotency_key_of_another_workflow_is_a_conflict() {
         other => panic!("{other:?}"),
     }
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_step_run_again_after_a_restart_is_marked_in_the_trace() {
     let mut env = Env::new().await;
@@ -349,9 +366,11 @@ async fn a_step_run_again_after_a_restart_is_marked_in_the_trace() {
         ]
     );
 }
+}
 
 const SECRET: &str = "tok-123456";
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_never_reach_outputs_errors_children_or_the_trace() {
     let server = TestServer::start().await;
@@ -407,7 +426,9 @@ steps:
         Some(json!({"token": "***"}))
     );
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workspace_reads_only_the_secrets_granted_to_it() {
     let server = TestServer::start().await;
@@ -439,7 +460,9 @@ async fn a_workspace_reads_only_the_secrets_granted_to_it() {
             .contains("undefined")
     );
 }
+}
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hook_whose_step_no_longer_waits_is_gone() {
     let env = Env::new().await;
@@ -463,6 +486,7 @@ async fn a_hook_whose_step_no_longer_waits_is_gone() {
         RunStatus::Cancelled
     );
 }
+}
 
 #[test]
 fn a_zero_suspension_limit_is_refused_at_start() {
@@ -479,6 +503,7 @@ fn a_zero_suspension_limit_is_refused_at_start() {
     assert!(stderr.contains("STEPWISE_MAX_SUSPENDED"), "{stderr}");
 }
 
+both! {
 #[tokio::test(flavor = "multi_thread")]
 async fn only_a_trigger_of_that_kind_may_use_its_key_prefix() {
     let env = Env::new().await;
@@ -505,4 +530,5 @@ async fn only_a_trigger_of_that_kind_may_use_its_key_prefix() {
         .await
         .unwrap();
     assert!(created, "{run:?}");
+}
 }

@@ -1,5 +1,7 @@
 //! The one integration-test binary: modules per area, shared helpers in `util`.
 
+#[macro_use]
+mod backend;
 mod agent_crash;
 mod agent_example;
 mod agent_files;

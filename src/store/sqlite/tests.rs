@@ -1,7 +1,11 @@
-//! Tests of the SQLite store.
+//! Tests of the stores: each runs on SQLite, and on Postgres when
+//! `STEPWISE_TEST_POSTGRES` is set (`store::test_backends`).
+
+use std::sync::Arc;
 
 use super::*;
 use crate::store::DEFAULT_WORKSPACE;
+use crate::store::test_backends::{self, Schemas};
 
 fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -9,17 +13,36 @@ fn store() -> (tempfile::TempDir, SqliteStore) {
     (dir, s)
 }
 
+/// Run `f` on a fresh store of every backend.
+fn each(f: impl Fn(&Arc<dyn Store>, &std::path::Path)) {
+    for backend in test_backends::backends() {
+        let _schemas = Schemas;
+        test_backends::set(backend);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let s = test_backends::open(&path, Synchronous::Full).unwrap();
+        f(&s, &path);
+    }
+}
+
 #[test]
 fn migrations_apply_once_and_reopen() {
-    let (dir, s) = store();
-    drop(s);
-    let s = SqliteStore::open(&dir.path().join("t.db"), Synchronous::Normal).unwrap();
-    assert!(s.list_definitions(DEFAULT_WORKSPACE).unwrap().is_empty());
+    each(|s, path| {
+        let now = Timestamp::now();
+        s.put_definition(DEFAULT_WORKSPACE, "x", None, "id: x", now)
+            .unwrap();
+        let again = test_backends::open(path, Synchronous::Normal).unwrap();
+        assert_eq!(again.list_definitions(DEFAULT_WORKSPACE).unwrap().len(), 1);
+        again.ready().unwrap();
+    });
 }
 
 #[test]
 fn definitions_keep_every_version() {
-    let (_d, s) = store();
+    each(|s, _| definitions_keep_every_version_on(s.as_ref()));
+}
+
+fn definitions_keep_every_version_on(s: &dyn Store) {
     let now = Timestamp::now();
     let (a, created) = s
         .put_definition(DEFAULT_WORKSPACE, "x", None, "id: x # 1", now)
@@ -57,7 +80,10 @@ fn definitions_keep_every_version() {
 
 #[test]
 fn ui_sessions_expire_and_end_with_their_key() {
-    let (_d, s) = store();
+    each(|s, _| ui_sessions_on(s.as_ref()));
+}
+
+fn ui_sessions_on(s: &dyn Store) {
     // Stored in microseconds.
     let now = Timestamp::from_microsecond(Timestamp::now().as_microsecond()).unwrap();
     let key = super::super::ApiKeyRecord {
@@ -94,7 +120,7 @@ fn ui_sessions_expire_and_end_with_their_key() {
 
 /// `n` runs a millisecond apart, every fourth started by a webhook, newest last; run `i`
 /// has `"n": i` in its input.
-fn fill_runs(s: &SqliteStore, n: usize) {
+fn fill_runs(s: &dyn Store, n: usize) {
     let start = Timestamp::from_second(1_800_000_000).unwrap();
     let writes: Vec<Write> = (0..n)
         .map(|i| {
@@ -137,10 +163,13 @@ fn history_query(page: u64) -> RunQuery {
 
 #[test]
 fn history_counts_up_to_its_bound_and_searches_a_window() {
+    each(|s, _| history_bounds_on(s.as_ref()));
+}
+
+fn history_bounds_on(s: &dyn Store) {
     use crate::store::{HISTORY_COUNT_BOUND, HISTORY_SEARCH_WINDOW};
-    let (_d, s) = store();
     let n = HISTORY_COUNT_BOUND as usize + 50;
-    fill_runs(&s, n);
+    fill_runs(s, n);
     let trigger = |kind: &str| HistoryFilter {
         trigger_kind: Some(kind.into()),
         ..HistoryFilter::default()

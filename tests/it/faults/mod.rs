@@ -25,6 +25,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRu
 
 use model::Case;
 use runner::{Env, Stats};
+use stepwise::store::test_backends::{self, Backend};
 
 /// Engine defects this harness finds, that the engine does not fix yet. While one is listed
 /// the harness steers around it (or skips the one check it breaks) so the suite stays green;
@@ -136,7 +137,28 @@ fn summary(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-fn run_property(name: &str, cases: u64, strategy: impl Strategy<Value = Case>) {
+/// Cases of a property on Postgres (`STEPWISE_FAULT_CASES_POSTGRES`): each commit is a
+/// round trip to a server, so fewer cases than on SQLite by default.
+fn postgres_cases(sqlite_cases: u64) -> u64 {
+    env_number("STEPWISE_FAULT_CASES_POSTGRES", (sqlite_cases / 20).max(25))
+}
+
+/// The property on SQLite, and on Postgres when `STEPWISE_TEST_POSTGRES` is set.
+fn run_property<S: Strategy<Value = Case>>(name: &str, cases: u64, strategy: impl Fn() -> S) {
+    test_backends::set(Backend::Sqlite);
+    run_property_on(name, cases, strategy());
+    if test_backends::postgres_enabled() {
+        let _schemas = test_backends::Schemas;
+        test_backends::set(Backend::Postgres);
+        run_property_on(
+            &format!("{name} (postgres)"),
+            postgres_cases(cases),
+            strategy(),
+        );
+    }
+}
+
+fn run_property_on(name: &str, cases: u64, strategy: impl Strategy<Value = Case>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -238,11 +260,9 @@ fn commands_and_timers_keep_the_invariants() {
         store_faults: false,
         crashes: false,
     };
-    run_property(
-        "commands_and_timers_keep_the_invariants",
-        share(0),
-        model::case(6, 8, mix),
-    );
+    run_property("commands_and_timers_keep_the_invariants", share(0), || {
+        model::case(6, 8, mix)
+    });
 }
 
 #[test]
@@ -251,11 +271,9 @@ fn commit_failures_keep_the_invariants() {
         store_faults: true,
         crashes: false,
     };
-    run_property(
-        "commit_failures_keep_the_invariants",
-        share(1),
-        model::case(6, 8, mix),
-    );
+    run_property("commit_failures_keep_the_invariants", share(1), || {
+        model::case(6, 8, mix)
+    });
 }
 
 #[test]
@@ -264,9 +282,7 @@ fn crash_and_recovery_keep_the_invariants() {
         store_faults: true,
         crashes: true,
     };
-    run_property(
-        "crash_and_recovery_keep_the_invariants",
-        share(2),
-        model::case(6, 10, mix),
-    );
+    run_property("crash_and_recovery_keep_the_invariants", share(2), || {
+        model::case(6, 10, mix)
+    });
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use stepwise::clock::ManualClock;
 use stepwise::engine::{Engine, EngineConfig, EngineError};
 use stepwise::model::{RunStatus, StepStatus};
-use stepwise::store::{DEFAULT_WORKSPACE, SqliteStore, StepRecord, Store, Synchronous, Write};
+use stepwise::store::{DEFAULT_WORKSPACE, StepRecord, Store, Synchronous, Write, test_backends};
 
 use super::checks::{self, Invariant, RunView, Violations};
 use super::expect::Expect;
@@ -45,9 +45,9 @@ impl Env {
             tempfile::tempdir()
         }
         .expect("temporary directory");
-        let inner = SqliteStore::open(&dir.path().join("faults.db"), Synchronous::Normal)
+        let inner = test_backends::open(&dir.path().join("faults.db"), Synchronous::Normal)
             .expect("open the store");
-        let store = Arc::new(FaultStore::new(Arc::new(inner)));
+        let store = Arc::new(FaultStore::new(inner));
         let server = FaultServer::start().await;
         if !known.has(Defect::CommitFailureReloadsRuns) {
             server.watch(Some(store.inner().clone()));
