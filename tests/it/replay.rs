@@ -191,3 +191,76 @@ fn an_input_the_new_schema_refuses_is_incompatible() {
         "{out}"
     );
 }
+
+#[test]
+fn from_run_replays_a_recorded_run_as_a_golden_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = recorded(dir.path());
+    for resume in [
+        &["--step", "review", "--input", "approve"][..],
+        &[
+            "--signal",
+            "payout.sent",
+            "--payload",
+            r#"{"reference": "PAY-1"}"#,
+        ][..],
+    ] {
+        let mut args = vec!["runs", "resume", id.as_str(), "--db", "r.db"];
+        args.extend_from_slice(resume);
+        let o = stepwise(dir.path(), &args);
+        assert!(o.status.success(), "{}", show(&o));
+    }
+    let o = stepwise(
+        dir.path(),
+        &["runs", "export", &id, "--db", "r.db", "--out", "run.json"],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+
+    // Against the version it ran on, and against an edit that keeps its behaviour.
+    let o = stepwise(dir.path(), &["test", "--from-run", "run.json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("ok    recorded run {id}")));
+    edited(
+        dir.path(),
+        "message: \"Expense of",
+        "message: \"Expense claim of",
+    );
+    let o = stepwise(
+        dir.path(),
+        &[
+            "test",
+            "--from-run",
+            "run.json",
+            "--definition",
+            "edited.yaml",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+
+    // An edit that changes the result fails with a diff at the expectation.
+    edited(
+        dir.path(),
+        "  decision: \"{{ steps.review.output }}\"",
+        "  decision: \"{{ steps.review.output | upper }}\"",
+    );
+    let o = stepwise(
+        dir.path(),
+        &[
+            "test",
+            "--from-run",
+            "run.json",
+            "--definition",
+            "edited.yaml",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        out.contains(&format!("FAIL  recorded run {id}"))
+            && out.contains("tests[0].expect.output.decision")
+            && out.contains("- expected: \"approve\"")
+            && out.contains("+ actual:   \"APPROVE\""),
+        "{}",
+        show(&o)
+    );
+}
