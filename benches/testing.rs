@@ -1,6 +1,7 @@
 //! `stepwise test` speed: `cargo bench --bench testing` runs 1,000 cases of a typical
 //! workflow (an http call retried after a failure, an agent, an approval at +2h, a 3-day
-//! wait, a signal at +5d, branches on `when`) on the virtual clock and prints the time.
+//! wait, a signal at +5d, branches on `when`) on the virtual clock and prints the time and
+//! cases per second (load and lint included).
 //! The goal is under 2 s on 2 cores. `STEPWISE_BENCH_CASES` changes the number of cases.
 
 use std::time::Instant;

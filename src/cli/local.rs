@@ -75,6 +75,7 @@ impl std::fmt::Display for Synchronous {
         f.write_str(match self {
             Synchronous::Full => "full",
             Synchronous::Normal => "normal",
+            Synchronous::Off => "off",
         })
     }
 }

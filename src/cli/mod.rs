@@ -2,6 +2,7 @@
 //! This is the only layer that prints for humans.
 
 mod client;
+mod from_run;
 mod graph;
 mod keys;
 pub mod lint;

@@ -22,9 +22,17 @@ pub enum TestFormat {
 #[derive(Debug, Args)]
 pub struct TestArgs {
     /// Test files and directories (searched recursively for *.test.yaml and other files
-    /// with `tests:`).
-    #[arg(default_value = ".")]
+    /// with `tests:`); default `.`.
     paths: Vec<PathBuf>,
+    /// Replay recorded runs (`stepwise runs export` files) as tests: each run's input,
+    /// its steps' recorded outcomes and the approvals and signals it received, against the
+    /// workflow; the run must end as it did (status, and output when it completed).
+    #[arg(long = "from-run", value_name = "FILE", conflicts_with = "update")]
+    from_run: Vec<PathBuf>,
+    /// With `--from-run`: the workflow file to replay the runs against (an edited
+    /// version, say); default: the version each run was pinned to, from its export.
+    #[arg(long, value_name = "FILE", requires = "from_run")]
+    definition: Option<PathBuf>,
     /// Output: human (stdout), json or junit (XML for CI test reports).
     #[arg(long, value_enum, default_value_t = TestFormat::Human)]
     format: TestFormat,
@@ -45,9 +53,27 @@ struct FileResult {
 }
 
 pub fn run(args: &TestArgs) -> Outcome {
-    let (files, problems) = super::lint::collect_files(&args.paths);
     let mut err = std::io::stderr().lock();
     let color = stderr_color();
+    // Recorded runs become test files in a directory of their own, kept when a case
+    // fails so the generated test can be read (or copied beside the workflow).
+    let generated = if args.from_run.is_empty() {
+        None
+    } else {
+        match super::from_run::generate(&args.from_run, args.definition.as_deref()) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                let _ = writeln!(err, "error: {e}");
+                return Outcome::CouldNotRun;
+            }
+        }
+    };
+    let paths = match &generated {
+        Some(g) => g.files.clone(),
+        None if args.paths.is_empty() => vec![PathBuf::from(".")],
+        None => args.paths.clone(),
+    };
+    let (files, problems) = super::lint::collect_files(&paths);
     let mut could_not_run = !problems.is_empty();
     for (p, e) in &problems {
         let _ = writeln!(err, "error: cannot read {}: {e}", p.display());
@@ -132,6 +158,9 @@ pub fn run(args: &TestArgs) -> Outcome {
         ),
         TestFormat::Junit => write!(out, "{}", junit(&results)),
     };
+    if let Some(g) = generated {
+        g.finish(failed > 0 || could_not_run);
+    }
     if could_not_run {
         Outcome::CouldNotRun
     } else if failed > 0 {

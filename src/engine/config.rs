@@ -86,6 +86,9 @@ pub struct EngineConfig {
     /// Time limit of one alert attempt (`STEPWISE_ALERT_TIMEOUT`); an attempt claimed by a
     /// process that died is taken again 5 s after it.
     pub alert_timeout: Duration,
+    /// Spread retry backoff at random (equal jitter). `stepwise test` turns it off: on its
+    /// virtual clock every case's retries then fall at the same, predictable times.
+    pub jitter: bool,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +111,7 @@ impl Default for EngineConfig {
             scripts: Default::default(),
             workspaces: Default::default(),
             alert_timeout: Duration::from_secs(10),
+            jitter: true,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `stepwise runs export` and `stepwise replay` over the real binary: a corpus of edits to
-//! expense-approval, each with the verdict it must get for a run paused at `review`.
+//! expense-approval, each with the verdict it must get for a run paused at `review` (one test
+//! per verdict and cause), and `stepwise test --from-run` over a recorded run.
 
 use std::path::Path;
 
@@ -188,6 +189,143 @@ fn an_input_the_new_schema_refuses_is_incompatible() {
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("edited.yaml:12:3: the run's input no longer satisfies the input schema"),
+        "{out}"
+    );
+}
+
+#[test]
+fn from_run_replays_a_recorded_run_as_a_golden_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = recorded(dir.path());
+    for resume in [
+        &["--step", "review", "--input", "approve"][..],
+        &[
+            "--signal",
+            "payout.sent",
+            "--payload",
+            r#"{"reference": "PAY-1"}"#,
+        ][..],
+    ] {
+        let mut args = vec!["runs", "resume", id.as_str(), "--db", "r.db"];
+        args.extend_from_slice(resume);
+        let o = stepwise(dir.path(), &args);
+        assert!(o.status.success(), "{}", show(&o));
+    }
+    let o = stepwise(
+        dir.path(),
+        &["runs", "export", &id, "--db", "r.db", "--out", "run.json"],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+
+    // Against the version it ran on, and against an edit that keeps its behaviour.
+    let o = stepwise(dir.path(), &["test", "--from-run", "run.json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("ok    recorded run {id}")));
+    edited(
+        dir.path(),
+        "message: \"Expense of",
+        "message: \"Expense claim of",
+    );
+    let o = stepwise(
+        dir.path(),
+        &[
+            "test",
+            "--from-run",
+            "run.json",
+            "--definition",
+            "edited.yaml",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+
+    // An edit that changes the result fails with a diff at the expectation.
+    edited(
+        dir.path(),
+        "  decision: \"{{ steps.review.output }}\"",
+        "  decision: \"{{ steps.review.output | upper }}\"",
+    );
+    let o = stepwise(
+        dir.path(),
+        &[
+            "test",
+            "--from-run",
+            "run.json",
+            "--definition",
+            "edited.yaml",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        out.contains(&format!("FAIL  recorded run {id}"))
+            && out.contains("tests[0].expect.output.decision")
+            && out.contains("- expected: \"approve\"")
+            && out.contains("+ actual:   \"APPROVE\""),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn a_completed_step_that_changed_type_is_incompatible() {
+    let dir = tempfile::tempdir().unwrap();
+    recorded(dir.path());
+    edited(
+        dir.path(),
+        "    type: action\n    uses: transform\n    with:\n      value:\n        text: \"{{ input.employee }} asks for {{ input.amount }} EUR\"\n        large: \"{{ input.amount > 1000 }}\"\n",
+        "    type: agent\n    prompt: \"Summarise: {{ input.employee }} asks for {{ input.amount }} EUR\"\n",
+    );
+    let (code, out) = replay(dir.path(), &["run.json"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("(PAUSED): incompatible")
+            && out.contains(
+                "edited.yaml:27:11: step `summary` (COMPLETED) was action `transform` when the run recorded it; it is now agent"
+            ),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_removed_completed_step_is_incompatible() {
+    let dir = tempfile::tempdir().unwrap();
+    recorded(dir.path());
+    edited(
+        dir.path(),
+        "  - id: summary\n    type: action\n    uses: transform\n    with:\n      value:\n        text: \"{{ input.employee }} asks for {{ input.amount }} EUR\"\n        large: \"{{ input.amount > 1000 }}\"\n\n",
+        "",
+    );
+    let text = std::fs::read_to_string(dir.path().join("edited.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("edited.yaml"),
+        text.replace("{{ steps.summary.output.text }}", "An expense"),
+    )
+    .unwrap();
+    let (code, out) = replay(dir.path(), &["run.json"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("(PAUSED): incompatible")
+            && out.contains("completed step `summary` was removed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_completed_step_now_after_an_unfinished_one_is_incompatible() {
+    let dir = tempfile::tempdir().unwrap();
+    recorded(dir.path());
+    edited(
+        dir.path(),
+        "steps:\n  - id: summary\n",
+        "steps:\n  - id: precheck\n    type: action\n    uses: log\n    with: {message: check}\n\n  - id: summary\n",
+    );
+    let (code, out) = replay(dir.path(), &["run.json"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("(PAUSED): incompatible")
+            && out.contains(
+                "step `summary` is COMPLETED in the run, but now comes after `precheck` (not in the run)"
+            ),
         "{out}"
     );
 }

@@ -129,7 +129,11 @@ impl Scheduler {
             && retries_left(&run.slots[i], &step.retry)
             && !run.rec.status.is_terminal();
         if retry {
-            let delay = backoff_delay(&step.retry, attempt - run.slots[i].base_attempt + 1);
+            let delay = backoff_delay(
+                &step.retry,
+                attempt - run.slots[i].base_attempt + 1,
+                self.engine.config().jitter,
+            );
             let slot = &mut run.slots[i];
             slot.status = StepStatus::Pending;
             slot.backoff = true;

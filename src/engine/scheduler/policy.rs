@@ -24,8 +24,10 @@ pub(super) fn retries_left(slot: &Slot, retry: &Option<Retry>) -> bool {
 
 /// Delay before the attempt after `attempt` (counted within the run attempt, from 1).
 /// `fixed` waits exactly `initialDelay`; `exponential` doubles from `initialDelay` up to
-/// `maxDelay` with equal jitter (half fixed, half random) so retries of many runs spread out.
-pub(super) fn backoff_delay(retry: &Option<Retry>, attempt: i64) -> Duration {
+/// `maxDelay` with equal jitter (half fixed, half random) so retries of many runs spread out;
+/// without `jitter` (`stepwise test`'s virtual clock) it waits the full delay, so a case's
+/// retries fall at the times its author computes and every case's at the same ones.
+pub(super) fn backoff_delay(retry: &Option<Retry>, attempt: i64, jitter: bool) -> Duration {
     let (kind, initial, max) = match retry {
         Some(Retry::Policy(p)) => (
             p.backoff.unwrap_or(Backoff::Exponential),
@@ -49,6 +51,9 @@ pub(super) fn backoff_delay(retry: &Option<Retry>, attempt: i64) -> Duration {
         Backoff::Exponential => {
             let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
             let base = initial.saturating_mul(2u32.saturating_pow(exp)).min(max);
+            if !jitter {
+                return base;
+            }
             let half = base / 2;
             half + half.mul_f64(fastrand::f64())
         }
@@ -92,17 +97,18 @@ mod tests {
     #[test]
     fn exponential_backoff_grows_with_jitter_and_is_capped() {
         let p = policy(Backoff::Exponential);
-        let d1 = backoff_delay(&p, 1);
+        let d1 = backoff_delay(&p, 1, true);
         assert!(
             d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
             "{d1:?}"
         );
-        let d3 = backoff_delay(&p, 3);
+        let d3 = backoff_delay(&p, 3, true);
         assert!(
             d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400),
             "{d3:?}"
         );
-        assert!(backoff_delay(&p, 9) <= Duration::from_secs(1));
+        assert!(backoff_delay(&p, 9, true) <= Duration::from_secs(1));
+        assert_eq!(backoff_delay(&p, 3, false), Duration::from_millis(400));
         assert_eq!(max_attempts(&None), 1);
         assert_eq!(max_attempts(&Some(Retry::Attempts(4))), 4);
     }
@@ -111,7 +117,7 @@ mod tests {
     fn fixed_backoff_waits_exactly_the_initial_delay() {
         let p = policy(Backoff::Fixed);
         for attempt in 1..6 {
-            assert_eq!(backoff_delay(&p, attempt), Duration::from_millis(100));
+            assert_eq!(backoff_delay(&p, attempt, true), Duration::from_millis(100));
         }
     }
 

@@ -37,6 +37,8 @@ pub enum Synchronous {
     #[default]
     Full,
     Normal,
+    /// Neither: for a throwaway store (`stepwise test`) that nobody reopens after a crash.
+    Off,
 }
 
 impl std::str::FromStr for Synchronous {
@@ -136,6 +138,7 @@ impl SqliteStore {
         let mode = match sync {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
+            Synchronous::Off => "OFF",
         };
         conn.pragma_update(None, "synchronous", mode)
             .map_err(db_err)?;
