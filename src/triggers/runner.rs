@@ -207,6 +207,8 @@ impl Triggers {
         })
     }
 
+    /// Start a run of the trigger's workflow for a schedule or a poll, counted in
+    /// `stepwise_trigger_firings_total` or `stepwise_trigger_errors_total`.
     pub(super) async fn start(
         &self,
         t: &Trigger,
@@ -214,8 +216,21 @@ impl Triggers {
         key: Option<String>,
         trigger: Value,
     ) -> Result<(RunRecord, bool)> {
-        let r = self
-            .engine
+        let r = self.create(t, input, key, trigger).await;
+        self.count(t, r.is_ok());
+        r
+    }
+
+    /// Start a run without counting it: a webhook counts each delivery once, whatever it
+    /// came to (a run, a signal, both, or an error), in `Triggers::webhook`.
+    pub(super) async fn create(
+        &self,
+        t: &Trigger,
+        input: Value,
+        key: Option<String>,
+        trigger: Value,
+    ) -> Result<(RunRecord, bool)> {
+        self.engine
             .create_run(CreateRun {
                 workspace_id: self.workspace_id.clone(),
                 definition: t.workflow.clone(),
@@ -223,15 +238,18 @@ impl Triggers {
                 idempotency_key: key,
                 trigger,
             })
-            .await;
+            .await
+    }
+
+    /// One firing (`ok`) or one error of the trigger, in the metrics.
+    pub(super) fn count(&self, t: &Trigger, ok: bool) {
         let m = self.engine.metrics();
-        let family = if r.is_ok() {
+        let family = if ok {
             &m.trigger_firings
         } else {
             &m.trigger_errors
         };
         crate::metrics::Metrics::inc(family, self.trigger_labels(t));
-        r
     }
 
     fn trigger_labels(&self, t: &Trigger) -> crate::metrics::Labels {

@@ -79,13 +79,11 @@ impl Triggers {
             return Err(EngineError::NotFound(format!("no webhook `{endpoint}`")));
         };
         let out = self.deliver(&t, w, headers, body).await;
-        if out.is_err() {
-            // A refused delivery (signature, body, schema) is a trigger error to watch.
-            crate::metrics::Metrics::inc(
-                &self.engine.metrics().trigger_errors,
-                vec![("trigger", t.name.clone()), ("kind", "webhook".into())],
-            );
-        }
+        // Each delivery counts once: a firing when it was accepted (it started a run,
+        // delivered or buffered a signal, or was a redelivery answered with what the first
+        // did), an error when it was refused (signature, body, schema, a run the engine
+        // refused, a signal that failed).
+        self.count(&t, out.is_ok());
         self.note(&t.name, out.as_ref().map(drop)).await;
         out
     }
@@ -128,7 +126,7 @@ impl Triggers {
         let Some(spec) = &t.signal else {
             let key = delivery.map(|d| format!("{}{}:{d}", super::KEY_PREFIX_WEBHOOK, t.name));
             let input = self.input(t, &event, payload.clone())?;
-            let run = self.start(t, input, key, context).await?;
+            let run = self.create(t, input, key, context).await?;
             return Ok(WebhookOutcome {
                 run: Some(run),
                 signal: None,
@@ -155,7 +153,7 @@ impl Triggers {
             });
         } else if !t.workflow.is_empty() {
             let input = self.input(t, &event, payload.clone())?;
-            run = Some(self.start(t, input, key, context).await?);
+            run = Some(self.create(t, input, key, context).await?);
         }
         let out = self
             .engine

@@ -189,3 +189,46 @@ async fn healthz_and_readyz_answer_separately() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], "ready");
 }
+
+/// Every webhook delivery counts once: signal-only deliveries and signal-with-start are
+/// firings too (they counted nothing before), and a delivery whose run the engine refused
+/// is one error (it counted two).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_webhook_delivery_counts_once_as_a_firing_or_an_error() {
+    use crate::signals::{ORDER, api};
+    use crate::triggers::add;
+    let a = api(&[ORDER]).await;
+    add(
+        &a.triggers,
+        "trigger: paid\nwebhook: {endpoint: paid}\nsignal: {type: payment.confirmed, correlate: \"{{ event.body.orderId }}\"}\n",
+    );
+    add(
+        &a.triggers,
+        "trigger: checkout\nworkflow: order\nwebhook: {endpoint: checkout}\ntransform: {orderId: \"{{ event.body.orderId }}\"}\nsignal: {type: payment.confirmed, correlate: \"{{ event.body.orderId }}\", start_if_none: true}\n",
+    );
+    add(
+        &a.triggers,
+        "trigger: bad-input\nworkflow: order\nwebhook: {endpoint: bad-input}\ntransform: {orderId: 5}\n",
+    );
+    let (s, _) = a
+        .post("/v1/webhooks/paid", json!({"orderId": "o-1", "amount": 1}))
+        .await;
+    assert_eq!(s, 202, "the signal is buffered (ORDER's `buffer`)");
+    let (s, b) = a
+        .post(
+            "/v1/webhooks/checkout",
+            json!({"orderId": "o-2", "amount": 2}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let (s, b) = a.post("/v1/webhooks/bad-input", json!({})).await;
+    assert_eq!(s, 400, "the workflow's input schema refuses a number: {b}");
+    let text = a.engine.metrics().render(&Default::default(), 0, true);
+    for line in [
+        "stepwise_trigger_firings_total{trigger=\"paid\",kind=\"webhook\"} 1",
+        "stepwise_trigger_firings_total{trigger=\"checkout\",kind=\"webhook\"} 1",
+        "stepwise_trigger_errors_total{trigger=\"bad-input\",kind=\"webhook\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+}
