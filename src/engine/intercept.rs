@@ -34,8 +34,26 @@ pub enum Intercepted {
     Outcome(Result<Success, StepError>),
 }
 
+/// An agent step about to call its model.
+#[derive(Debug)]
+pub struct ModelTurnCall<'a> {
+    pub run_id: &'a str,
+    pub step_id: &'a str,
+    pub attempt: i64,
+    /// Model calls this attempt has made so far.
+    pub turn: usize,
+}
+
 pub trait StepIntercept: Send + Sync + 'static {
     fn call(&self, call: &StepCall<'_>) -> Intercepted;
+
+    /// The assistant message (`{role, content, tool_calls}`) an agent step's model call
+    /// returns instead of calling the model, for a loop the interceptor let run
+    /// (`Intercepted::Proceed`) so its tool calls start real child runs; `None`: call the
+    /// model.
+    fn model_turn(&self, _call: &ModelTurnCall<'_>) -> Option<Result<Value, StepError>> {
+        None
+    }
 }
 
 /// The interceptor an engine is configured with (none outside tests).

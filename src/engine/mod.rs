@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use compiled::{Compiled, violations};
 pub use config::{EngineConfig, PlanLoader, env_flag, parse_sandbox};
 pub use error::{EngineError, Result};
-pub use intercept::{Intercepted, Interceptor, StepCall, StepIntercept};
+pub use intercept::{Intercepted, Interceptor, ModelTurnCall, StepCall, StepIntercept};
 pub use scheduler::AlertOutcome;
 pub use signals::{
     DELIVERY_WINDOW, MAX_CORRELATION, MAX_DELIVERY_ID, SendSignal, SignalOutcome, valid_signal_type,

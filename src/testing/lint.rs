@@ -28,7 +28,10 @@ pub fn allowed_fields(pointer: &str) -> (Vec<&'static str>, String) {
             " in a test case".into(),
         ),
         ["tests", _, "mocks", _] | ["tests", _, "mocks", _, _] => {
-            (vec!["output", "error"], " in a mock".into())
+            (vec!["output", "error", "toolCalls"], " in a mock".into())
+        }
+        ["tests", _, "mocks", _, "toolCalls", _] | ["tests", _, "mocks", _, _, "toolCalls", _] => {
+            (vec!["tool", "input"], " in a tool call".into())
         }
         ["tests", _, "events", _] => (
             vec!["approve", "option", "signal", "hook", "payload", "at"],
@@ -153,7 +156,7 @@ pub fn check_against(doc: &Value, spans: &SpanIndex, defs: &[Definition]) -> Vec
                             ),
                         );
                     }
-                    Some(_) => {}
+                    Some(s) => check_tool_calls(&mut out, spans, &ptr, &mocks[id], s),
                 }
             }
         }
@@ -328,4 +331,72 @@ fn strs(v: Option<&Value>) -> impl Iterator<Item = (usize, &str)> {
         .flatten()
         .enumerate()
         .filter_map(|(i, x)| x.as_str().map(|s| (i, s)))
+}
+
+/// `toolCalls` in a mock: only for an agent step, each naming one of its tools.
+fn check_tool_calls(
+    out: &mut Vec<Diagnostic>,
+    spans: &SpanIndex,
+    ptr: &str,
+    spec: &Value,
+    step: &crate::definition::Step,
+) {
+    let outcomes: Vec<(String, &Value)> = match spec {
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(j, o)| (pointer_push(ptr, &j.to_string()), o))
+            .collect(),
+        other => vec![(ptr.to_string(), other)],
+    };
+    for (op, o) in outcomes {
+        let Some(calls) = o.get("toolCalls").and_then(Value::as_array) else {
+            continue;
+        };
+        let cp = pointer_push(&op, "toolCalls");
+        let StepKind::Agent(a) = &step.kind else {
+            out.push(
+                Diagnostic::new(
+                    Code::TestWrongStepType,
+                    spans.key(&cp),
+                    format!(
+                        "step `{}` is {} step: only agent steps call tools",
+                        step.id,
+                        article(step.kind.type_name())
+                    ),
+                )
+                .with_label("not an agent")
+                .with_help("mock its outcome with `output` or `error`"),
+            );
+            continue;
+        };
+        let names: Vec<&str> = a.tools.iter().map(|t| t.name()).collect();
+        for (k, c) in calls.iter().enumerate() {
+            let Some(tool) = c.get("tool").and_then(Value::as_str) else {
+                continue;
+            };
+            if names.contains(&tool) {
+                continue;
+            }
+            let tp = pointer_push(&pointer_push(&cp, &k.to_string()), "tool");
+            let help = if names.is_empty() {
+                Some(format!("step `{}` has no `tools`", step.id))
+            } else {
+                did_you_mean(tool, names.iter().copied())
+                    .or_else(|| Some(format!("its tools: {}", names.join(", "))))
+            };
+            out.push(
+                Diagnostic::new(
+                    Code::TestUnknownTool,
+                    spans.value(&tp),
+                    format!(
+                        "a mocked tool call names tool `{tool}`, which agent step `{}` does not offer",
+                        step.id
+                    ),
+                )
+                .with_label("no such tool")
+                .with_help_opt(help),
+            );
+        }
+    }
 }

@@ -1,14 +1,17 @@
 //! The interceptor `stepwise test` gives the engine: mocked steps return their mocked
 //! outcome (one per attempt), `transform`/`log`/`workflow` run for real, and any other
 //! executor (http, agent, unknown actions) is refused unless the case lists it in `live`.
+//! An agent mock with `toolCalls` lets the step's real loop run: the interceptor answers
+//! each model call (`model_turn`) with the next tool call, whose child run the engine starts
+//! as usual (its steps mocked by id like any other), then with the answer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::model::{Case, MockOutcome};
-use crate::engine::{Intercepted, StepCall, StepIntercept};
+use crate::engine::{Intercepted, ModelTurnCall, StepCall, StepIntercept};
 use crate::exec::{StepError, Success};
 
 /// Actions that never leave the process: they run for real unless mocked.
@@ -36,6 +39,8 @@ struct State {
     calls: HashMap<(String, String), usize>,
     /// Per case: unmocked steps that were refused.
     unmocked: HashMap<usize, Vec<String>>,
+    /// (run, agent step) → its `toolCalls` mock, for the model calls of its loop.
+    loops: HashMap<(String, String), MockOutcome>,
 }
 
 pub(super) struct Mocks {
@@ -85,8 +90,19 @@ impl StepIntercept for Mocks {
                 .calls
                 .entry((call.run_id.to_string(), call.step_id.to_string()))
                 .or_default();
-            let pick = list.get(*n).or(list.last());
+            let mut pick = list.get(*n).or(list.last());
             *n += 1;
+            if let Some(m @ MockOutcome::ToolCalls { then, .. }) = pick {
+                if call.kind == "agent" {
+                    st.loops.insert(
+                        (call.run_id.to_string(), call.step_id.to_string()),
+                        m.clone(),
+                    );
+                    return Intercepted::Proceed;
+                }
+                // Not an agent (lint says so): its answer alone.
+                pick = Some(then);
+            }
             let outcome = match pick {
                 Some(MockOutcome::Output(v)) => Ok(Success {
                     output: v.clone(),
@@ -99,7 +115,7 @@ impl StepIntercept for Mocks {
                         ..e
                     })
                 }
-                None => Ok(Success {
+                Some(MockOutcome::ToolCalls { .. }) | None => Ok(Success {
                     output: Value::Null,
                     usage: None,
                 }),
@@ -118,5 +134,40 @@ impl StepIntercept for Mocks {
             list.push(msg.clone());
         }
         Intercepted::Outcome(Err(StepError::permanent("unmocked", msg)))
+    }
+
+    fn model_turn(&self, call: &ModelTurnCall<'_>) -> Option<Result<Value, StepError>> {
+        let st = self.lock();
+        let Some(MockOutcome::ToolCalls { calls, then }) = st
+            .loops
+            .get(&(call.run_id.to_string(), call.step_id.to_string()))
+        else {
+            return None;
+        };
+        if let Some(c) = calls.get(call.turn) {
+            return Some(Ok(json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [{
+                    "id": format!("call_{}", call.turn + 1),
+                    "type": "function",
+                    "function": {"name": c.tool, "arguments": c.input.to_string()},
+                }],
+            })));
+        }
+        Some(match then.as_ref() {
+            MockOutcome::Error { message, retryable } => Err(StepError {
+                retryable: *retryable,
+                ..StepError::new("mock", message.clone())
+            }),
+            MockOutcome::Output(v) => {
+                let content = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Ok(json!({"role": "assistant", "content": content}))
+            }
+            MockOutcome::ToolCalls { .. } => Ok(json!({"role": "assistant", "content": ""})),
+        })
     }
 }

@@ -41,7 +41,23 @@ pub struct Case {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MockOutcome {
     Output(Value),
-    Error { message: String, retryable: bool },
+    Error {
+        message: String,
+        retryable: bool,
+    },
+    /// An agent step whose model first calls tools (one call per turn, each a real child
+    /// run of the tool workflow), then gives `then` as its answer.
+    ToolCalls {
+        calls: Vec<ToolCallMock>,
+        then: Box<MockOutcome>,
+    },
+}
+
+/// One tool call a mocked model makes: `{tool, input}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCallMock {
+    pub tool: String,
+    pub input: Value,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +214,29 @@ impl Case {
 
 impl MockOutcome {
     fn from_value(v: &Value) -> Option<MockOutcome> {
+        if let Some(Value::Array(list)) = v.get("toolCalls") {
+            let calls = list
+                .iter()
+                .filter_map(|c| {
+                    Some(ToolCallMock {
+                        tool: c.get("tool")?.as_str()?.to_string(),
+                        input: c
+                            .get("input")
+                            .cloned()
+                            .unwrap_or_else(|| Value::Object(Map::new())),
+                    })
+                })
+                .collect();
+            let mut rest = v.clone();
+            if let Some(o) = rest.as_object_mut() {
+                o.remove("toolCalls");
+            }
+            let then = MockOutcome::from_value(&rest).unwrap_or(MockOutcome::Output(Value::Null));
+            return Some(MockOutcome::ToolCalls {
+                calls,
+                then: Box::new(then),
+            });
+        }
         if let Some(e) = v.get("error") {
             let (message, retryable) = match e {
                 Value::String(s) => (s.clone(), true),

@@ -432,15 +432,17 @@ fn case_by_parent(
     None
 }
 
-/// The run and its descendants, the run first.
+/// The run and its descendants, the run first, then each generation in the order it was
+/// started (steps that start at the same virtual instant are ordered by their run's place).
 fn family(store: &Arc<dyn Store>, root: &str) -> Result<Vec<RunRecord>, String> {
     let mut out = Vec::new();
-    let mut queue = vec![root.to_string()];
-    while let Some(id) = queue.pop() {
+    let mut queue = VecDeque::from([root.to_string()]);
+    while let Some(id) = queue.pop_front() {
         if let Some(r) = store.run(&id).map_err(|e| e.to_string())? {
-            for c in store.child_runs(&id).map_err(|e| e.to_string())? {
-                queue.push(c.id);
-            }
+            let mut children = store.child_runs(&id).map_err(|e| e.to_string())?;
+            // Run ids are time-ordered (UUID v7): creation order.
+            children.sort_by(|a, b| a.id.cmp(&b.id));
+            queue.extend(children.into_iter().map(|c| c.id));
             out.push(r);
         }
     }

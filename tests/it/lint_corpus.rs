@@ -88,6 +88,7 @@ fn broken_corpus_covers_every_code() {
         TestWrongStepType,
         TestUnknownSignal,
         TestImpossibleOutput,
+        TestUnknownTool,
         ScriptNeedsOne,
         ScriptNeedsWorkspace,
         ScriptNotRendered,

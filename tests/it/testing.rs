@@ -182,3 +182,46 @@ fn an_event_that_cannot_be_delivered_is_reported() {
         show(&o)
     );
 }
+
+#[test]
+fn mocked_tool_calls_run_the_tool_workflows_as_child_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["support-agent", "lookup-order", "refund-order"] {
+        copy_example(dir.path(), name);
+    }
+    // The refund workflow now sends the amount in cents: the case that refunds sees it in
+    // the child run's rendered request.
+    edit(
+        &dir.path().join("refund-order.yaml"),
+        "        amount: \"{{ input.amount }}\"",
+        "        amount: \"{{ input.amount * 100 }}\"",
+    );
+    let o = stepwise(dir.path(), &["test", "support-agent.test.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("ok    a failed tool run goes back to the model")
+            && out.contains("FAIL  the agent looks the order up, refunds it, then answers")
+            && out.contains("tests[1].expect.steps.refund.input.json.amount")
+            && out.contains("- expected: 40")
+            && out.contains("+ actual:   4000"),
+        "{}",
+        show(&o)
+    );
+
+    // A tool the agent does not offer is a lint error: the file does not run (exit 2).
+    edit(
+        &dir.path().join("support-agent.test.yaml"),
+        "          - tool: refund-order",
+        "          - tool: refund-orders",
+    );
+    let o = stepwise(dir.path(), &["test", "support-agent.test.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("tool `refund-orders`, which agent step `answer` does not offer")
+            && err.contains("did you mean `refund-order`?"),
+        "{}",
+        show(&o)
+    );
+}

@@ -475,6 +475,16 @@ impl Scheduler {
         t: &Transcript,
         notes: Vec<String>,
     ) {
+        if let Some(reply) = self.scripted_turn(run, i, t, &notes) {
+            self.batch.starts.push(Start {
+                run_id: run.rec.id.clone(),
+                step: i,
+                attempt: run.slots[i].attempt,
+                fut: Box::pin(async move { reply.map(|r| Produced::ModelTurn(Box::new(r))) }),
+            });
+            self.batch.touched.insert(run.rec.id.clone());
+            return;
+        }
         let cfg = self.engine.config();
         let model = match cfg.llm.model_for(a.model.as_deref()) {
             Ok(m) => m,
@@ -520,6 +530,50 @@ impl Scheduler {
             }),
         });
         self.batch.touched.insert(run.rec.id.clone());
+    }
+
+    /// The model's reply as the interceptor scripts it (`stepwise test` mocks of tool
+    /// calls), recorded like a real one; `None` without an interceptor or a script.
+    fn scripted_turn(
+        &self,
+        run: &Active,
+        i: usize,
+        t: &Transcript,
+        notes: &[String],
+    ) -> Option<Result<Reply, StepError>> {
+        let hook = self.engine.config().intercept.clone()?;
+        let attempt = run.slots[i].attempt;
+        let call = crate::engine::ModelTurnCall {
+            run_id: &run.rec.id,
+            step_id: &run.def.plan.definition.steps[i].id,
+            attempt,
+            turn: t.turns.iter().filter(|x| x.attempt == attempt).count(),
+        };
+        let message = hook.0.model_turn(&call)?;
+        Some(message.map(|message| {
+            let calls = message
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty());
+            Reply {
+                message,
+                finish_reason: Some(if calls { "tool_calls" } else { "stop" }.into()),
+                usage: agent::TurnUsage {
+                    model: "mock".into(),
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    total_tokens: 0,
+                    duration_ms: 0,
+                    cost_usd: None,
+                },
+                request: agent::Request {
+                    model: "mock".into(),
+                    messages: 0,
+                    max_tokens: None,
+                },
+                notes: notes.to_vec(),
+            }
+        }))
     }
 
     /// A model call came back: record the turn, then go on.
