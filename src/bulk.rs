@@ -274,7 +274,26 @@ enum Done {
     Again,
 }
 
-async fn act(engine: &Engine, workspace_id: &str, action: Action, run_id: &str) -> Done {
+async fn act(
+    engine: &Engine,
+    workspace_id: &str,
+    action: Action,
+    run_id: &str,
+    until: Timestamp,
+) -> Done {
+    // A retry applies to runs that were FAILED when the operation started. A run that failed
+    // again since (this operation retried it in a batch a crash cut off before its cursor
+    // was saved, or someone retried it meanwhile) answers no 409, being FAILED: acting on it
+    // would retry it twice.
+    if action == Action::Retry {
+        match engine.run(workspace_id, run_id).await {
+            Ok(r) if r.finished_at.is_some_and(|f| f >= until) => return Done::Skipped,
+            Ok(_) => {}
+            Err(EngineError::NotFound(_)) => return Done::Skipped,
+            Err(EngineError::Unavailable(_) | EngineError::ShuttingDown) => return Done::Again,
+            Err(e) => return Done::Failed(engine.secrets().redact_str(&e.to_string())),
+        }
+    }
     match action.on(engine, workspace_id, run_id, None).await {
         Ok(_) => Done::Succeeded,
         Err(EngineError::Conflict(_) | EngineError::NotFound(_)) => Done::Skipped,
@@ -290,6 +309,12 @@ async fn work(engine: &Engine, workspace_id: &str, mut op: Operation) -> Result<
         let (store, s, after) = (engine.store().clone(), sel.clone(), op.cursor.clone());
         let page = blocking(move || store.select_runs(&s, after.as_ref(), BATCH)).await??;
         let Some(last) = page.last().cloned() else {
+            // Runs counted at the start that no batch selected had left the action's states
+            // before their batch came (cancelled or retried meanwhile, or acted on by a batch
+            // a crash cut off before its cursor was saved): they are skipped, so the counts
+            // add up to the total.
+            op.skipped += op.total.saturating_sub(op.processed);
+            op.processed = op.succeeded + op.skipped + op.failed;
             op.status = Status::Completed;
             op.finished_at = Some(engine.clock().now());
             op.updated_at = engine.clock().now();
@@ -304,7 +329,8 @@ async fn work(engine: &Engine, workspace_id: &str, mut op: Operation) -> Result<
                 run_id.clone(),
                 op.action,
             );
-            tasks.spawn(async move { (i, id.clone(), act(&e, &ws, action, &id).await) });
+            let until = op.until;
+            tasks.spawn(async move { (i, id.clone(), act(&e, &ws, action, &id, until).await) });
         }
         let mut results = Vec::with_capacity(page.len());
         while let Some(j) = tasks.join_next().await {

@@ -278,6 +278,20 @@ async fn load_definitions(
             .await
         {
             Ok(Ok((rec, _))) => eprintln!("loaded {} ({} version {})", name, rec.slug, rec.version),
+            // A workflow refused only for its script steps is not broken: say so in one
+            // line, so the README's first command (the examples, without --allow-scripts)
+            // does not greet a new user with error reports.
+            Ok(Err(rejected))
+                if !rejected.diagnostics.is_empty()
+                    && rejected
+                        .diagnostics
+                        .iter()
+                        .all(|d| d.code == crate::diagnostics::Code::ScriptsNotAllowed) =>
+            {
+                eprintln!(
+                    "skipped {name}: it has script steps, which run only on a server started with --allow-scripts (docs/scripts.md)"
+                );
+            }
             Ok(Err(rejected)) => {
                 eprintln!("refused {name}:");
                 for d in &rejected.diagnostics {

@@ -20,8 +20,11 @@ use crate::store::{HistoryFilter, RunQuery};
 /// Rows per page unless the URL says otherwise.
 pub const PAGE_SIZE: u64 = 25;
 
-/// How runs started, as the trigger filter offers them.
-const TRIGGER_KINDS: [(&str, &str); 8] = [
+/// How runs started, as the trigger filter offers them: every `trigger.kind` a run is
+/// created with (the REST API, the CLI, this UI, triggers, a `workflow` step, an agent's
+/// tool call, MCP, seed 003's agent endpoint, a failure alert's workflow). A kind missing
+/// here can still be filtered through the URL, but nobody would find it.
+const TRIGGER_KINDS: [(&str, &str); 11] = [
     ("api", "API"),
     ("cli", "CLI"),
     ("ui", "Web UI"),
@@ -30,6 +33,9 @@ const TRIGGER_KINDS: [(&str, &str); 8] = [
     ("poll", "Poll"),
     ("workflow", "Workflow step"),
     ("tool", "Workflow tool"),
+    ("mcp", "MCP"),
+    ("agent", "Agent"),
+    ("alert", "Failure alert"),
 ];
 
 /// The filters of the page, read from (and written back to) its URL.

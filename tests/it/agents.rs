@@ -267,3 +267,47 @@ async fn an_agent_workflow_refuses_bad_requests_with_seed_codes() {
         .await;
     assert_eq!((s, code(&b)), (401, "AUTH_ERROR"), "{b}");
 }
+
+/// Seed 003's endpoint reports a run waiting at an external event as `paused`, with that step
+/// in `pendingAction`; seed 003's resume (`{"input": {"resume": {"step", "input"}}}`) naming
+/// it delivers the input as the event's payload.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_external_event_resumes_with_seed_003s_body() {
+    let api = start().await;
+    let (s, b) = api
+        .apply("id: paid\nsteps:\n  - id: payment\n    type: external_event\n    signal: payment.confirmed\n    schema: {type: object, required: [amount], properties: {amount: {type: number}}}\n")
+        .await;
+    assert!(s == 200 || s == 201, "{b}");
+    let (s, b) = api
+        .call(
+            "POST",
+            "/v1/agents/paid/workflow",
+            Some(json!({"input": {"task": "Wait for the payment"}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["output"]["status"], "paused", "{b}");
+    assert_eq!(b["output"]["pendingAction"]["step"], "payment", "{b}");
+    let run_id = b["run_id"].as_str().unwrap().to_string();
+    let resume = |input: Value| {
+        let (api, path) = (&api, format!("/v1/workflow-runs/{run_id}/resume"));
+        async move {
+            api.call(
+                "POST",
+                &path,
+                Some(json!({"input": {"resume": {"step": "payment", "input": input}}})),
+            )
+            .await
+        }
+    };
+    // The step's schema still applies; the run keeps waiting.
+    let (s, b) = resume(json!({"amount": "lots"})).await;
+    assert_eq!((s, code(&b)), (400, "VALIDATION_ERROR"), "{b}");
+    let (s, b) = resume(json!({"amount": 12})).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, run) = api
+        .call("GET", &format!("/v1/workflow-runs/{run_id}?wait=5s"), None)
+        .await;
+    assert_eq!(run["data"]["status"], "COMPLETED", "{run}");
+    assert_eq!(run["data"]["output"], json!({"amount": 12}), "{run}");
+}

@@ -184,6 +184,13 @@ fn runs_show_what_a_waiting_run_waits_on() {
     assert_eq!(history[1]["waitingOn"]["label"], "Sleeping", "{history}");
     let table = stdout(&cli(dir.path(), &["history", "list"]));
     assert!(table.contains("Sleeping (nap)"), "{table}");
+    // History says how each run started (seed 002's trigger label).
+    assert!(table.contains("TRIGGER"), "{table}");
+    assert_eq!(history[0]["trigger"]["label"], "CLI", "{history}");
+    assert!(
+        table.lines().any(|l| l.contains(id) && l.contains("CLI")),
+        "{table}"
+    );
 
     // Answered, the run no longer waits on anything.
     let o = cli(

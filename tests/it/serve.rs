@@ -226,6 +226,11 @@ fn serve_loads_definitions_refuses_insecure_on_public_addresses_and_stops_on_sig
     )
     .unwrap();
     std::fs::write(defs.join("broken.yaml"), "id: broken\nsteps: []\n").unwrap();
+    std::fs::copy(
+        repo().join("examples/invoice-totals.yaml"),
+        defs.join("invoice-totals.yaml"),
+    )
+    .unwrap();
     let mut server = serve(
         dir.path(),
         &[
@@ -275,6 +280,12 @@ fn serve_loads_definitions_refuses_insecure_on_public_addresses_and_stops_on_sig
     std::io::Read::read_to_string(server.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("refused"), "{stderr}");
     assert!(stderr.contains("WARNING"), "{stderr}");
+    // A workflow with script steps is skipped in one line, not reported as broken.
+    assert!(
+        stderr.contains("skipped ") && stderr.contains("invoice-totals.yaml: it has script steps"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("script::not_allowed"), "{stderr}");
 }
 
 /// A GET over plain HTTP/1.0 (the server is on loopback); the body as JSON.

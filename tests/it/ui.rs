@@ -510,7 +510,16 @@ async fn every_page_renders_and_actions_are_recorded_with_who_did_them() {
     assert_eq!(rec.input, json!({"employee": "Grace", "amount": 5.5}));
     assert_eq!(rec.trigger["kind"], "ui");
 
-    // History's filters: trigger kind and text over input and output.
+    // History's filters: trigger kind and text over input and output. The trigger filter
+    // offers every kind runs are created with, those of MCP, seed 003's agent endpoint and
+    // failure alerts included.
+    let (_, page) = ui.get("/ui/runs", None).await;
+    for kind in ["api", "ui", "webhook", "tool", "mcp", "agent", "alert"] {
+        assert!(
+            page.contains(&format!("option value=\"{kind}\"")),
+            "no trigger filter for `{kind}`"
+        );
+    }
     let (_, page) = ui.get("/ui/runs?trigger=ui", None).await;
     assert!(page.contains(&new_run) && !page.contains(&run));
     let (_, page) = ui.get("/ui/runs?q=PO-77", None).await;

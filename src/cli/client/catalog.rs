@@ -71,7 +71,7 @@ pub fn history(args: &HistoryArgs) -> Outcome {
                     ])
                 );
                 let r = backend.call("GET", &path, None).await?;
-                Ok(print_reply(&r, o, true, "run"))
+                Ok(print_reply(&r, o, true, "history"))
             }
             HistoryCommand::Get { id } => {
                 let path = format!(

@@ -77,6 +77,31 @@ fn table(data: &Value, what: &str, meta: &Value) -> String {
                 ]);
             }
         }
+        // History says how each run started (seed 002: "the trigger label in History tells
+        // you how the run started"): a tool call, MCP, a webhook…
+        "history" => {
+            rows.push(vec![
+                "ID".into(),
+                "DEFINITION".into(),
+                "STATUS".into(),
+                "WAITING ON".into(),
+                "TRIGGER".into(),
+                "STEP".into(),
+                "CREATED".into(),
+            ]);
+            for r in &items {
+                let t = &r["trigger"];
+                rows.push(vec![
+                    cell(&r["id"]),
+                    cell(&r["definitionSlug"]),
+                    cell(&r["status"]),
+                    waiting_on(&r["waitingOn"]).unwrap_or_else(|| "-".into()),
+                    cell(t.get("label").unwrap_or(&t["kind"])),
+                    cell(&r["currentStepIndex"]),
+                    cell(&r["createdAt"]),
+                ]);
+            }
+        }
         "hook" => {
             rows.push(vec![
                 "STEP".into(),

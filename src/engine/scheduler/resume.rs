@@ -138,9 +138,17 @@ impl Scheduler {
                 field,
             ));
         };
+        // Seed 003 resumes every paused step by name, and its endpoint reports a run waiting
+        // at an external event as `paused` with that step in `pendingAction`: naming that
+        // step delivers `input` as its signal's payload, as `{signalType, payload}` would.
+        if let StepKind::ExternalEvent(_) = &run.def.plan.definition.steps[i].kind
+            && run.slots[i].status == StepStatus::Waiting
+        {
+            return self.deliver(run, i, input, actor);
+        }
         let StepKind::Approval(a) = &run.def.plan.definition.steps[i].kind else {
             return Err(EngineError::validation(
-                format!("step `{step}` is not an approval"),
+                format!("step `{step}` is not an approval or a waiting external event"),
                 field,
             ));
         };

@@ -280,6 +280,80 @@ async fn an_unfinished_operation_goes_on_after_a_restart() {
         (Some(20), Some(0)),
         "{op}"
     );
+    // They count as skipped, so the counts add up to the total.
+    assert_eq!(
+        (op["skipped"].as_u64(), op["processed"].as_u64()),
+        (Some(10), Some(30)),
+        "{op}"
+    );
     engine.until_idle().await.unwrap();
     assert_eq!(total(&api, "status=COMPLETED").await, 30);
+}
+
+/// A crash after a batch acted and before its cursor was saved: the batch is selected again.
+/// Runs it retried that failed again are FAILED once more, so a 409 cannot protect them:
+/// they must be skipped, not retried a second time, and the counts still add up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_redone_after_a_crash_does_not_retry_a_run_twice() {
+    let api = Api::start().await;
+    api.apply("id: broken\nsteps:\n  - id: call\n    type: action\n    uses: http\n    with: {url: \"{server}/status/500\"}\n").await;
+    start_runs(&api, "broken", 30).await;
+    let engine = &api.env.engine;
+    engine.until_idle().await.unwrap();
+    // The operation started here...
+    let until = jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (_, b) = api
+        .call("GET", "/v1/workflow-runs?status=FAILED&pageSize=100", None)
+        .await;
+    let mut runs: Vec<(String, String)> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["createdAt"].as_str().unwrap().into(),
+                r["id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    runs.sort();
+    // ...and retried its first batch (they failed again) before the server died, with the
+    // cursor not yet saved.
+    for (_, id) in &runs[..10] {
+        engine.retry("ws_default", id).await.unwrap();
+    }
+    engine.until_idle().await.unwrap();
+    let id = "bulk_0190c1d2e3f4a5b6c7d8e9f0a1b2c3d5";
+    let op = json!({
+        "id": id, "action": "retry", "filter": {"definitionId": "broken"},
+        "status": "RUNNING", "total": 30, "processed": 0, "succeeded": 0, "skipped": 0, "failed": 0,
+        "errors": [], "until": until.to_string(), "cursor": null,
+        "createdAt": until.to_string(), "updatedAt": until.to_string(), "finishedAt": null
+    });
+    engine
+        .store()
+        .put_bulk(&stepwise::store::BulkRecord {
+            id: id.into(),
+            workspace_id: "ws_default".into(),
+            finished: false,
+            state: op,
+        })
+        .unwrap();
+    assert_eq!(stepwise::bulk::resume(engine).await.unwrap(), 1);
+    let op = follow(&api, id).await;
+    engine.until_idle().await.unwrap();
+    assert_eq!(
+        (
+            op["succeeded"].as_u64(),
+            op["skipped"].as_u64(),
+            op["processed"].as_u64()
+        ),
+        (Some(20), Some(10), Some(30)),
+        "{op}"
+    );
+    for (_, run) in &runs {
+        let r = engine.run("ws_default", run).await.unwrap();
+        assert_eq!(r.attempt, 2, "{run} was retried {} times", r.attempt - 1);
+    }
 }
