@@ -79,6 +79,14 @@ impl Scheduler {
             .get_or_load(run_id)
             .is_some_and(|r| workspace_id.is_none_or(|ws| ws == r.rec.workspace_id));
         if !found {
+            if self.held_elsewhere() {
+                // Another live process runs it right now (a shared store): nothing was
+                // changed, and the caller may send the command again (to any process; once
+                // the run waits, or its owner stops, any process can take it).
+                return Err(EngineError::Unavailable(format!(
+                    "run `{run_id}` is being executed by another stepwise process; nothing was changed, try again"
+                )));
+            }
             self.evict(&[run_id.to_string()]);
             return Err(EngineError::NotFound(format!("run `{run_id}` not found")));
         }

@@ -156,6 +156,19 @@ impl PgStore {
         }
     }
 
+    /// Let go of every run this process holds (a graceful stop; runs created by a tool
+    /// that does not execute them): other processes claim them at once.
+    pub fn release_all(&self) -> Result<u64> {
+        let n = self.exec(
+            "UPDATE runs SET owner = NULL WHERE owner = $1",
+            &[&self.own.me],
+        )?;
+        if let Ok(mut e) = self.own.epochs.lock() {
+            e.clear();
+        }
+        Ok(n)
+    }
+
     pub(super) fn claim(&self, id: &str) -> Result<bool> {
         let claimed = self.row(
             &format!(
