@@ -32,6 +32,10 @@ pub struct DbArgs {
     /// PostgreSQL only: connections each process keeps open.
     #[arg(long, env = "STEPWISE_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool: usize,
+    /// PostgreSQL only: how long a process holds its runs without renewing its lease; a
+    /// process that stops is taken over after this (at most 15s recommended).
+    #[arg(long, env = "STEPWISE_LEASE", default_value = "10s", global = true)]
+    pub lease: String,
 }
 
 impl DbArgs {
@@ -61,6 +65,11 @@ impl DbArgs {
             Some(url) => {
                 let mut opts = PgOptions::new(url);
                 opts.pool_size = self.db_pool;
+                opts.lease =
+                    crate::duration::parse(&self.lease).map_err(|e| format!("--lease: {e}"))?;
+                if opts.lease < std::time::Duration::from_secs(1) {
+                    return Err("--lease: at least 1s".into());
+                }
                 Ok(Arc::new(PgStore::open(&opts).map_err(|e| e.to_string())?))
             }
             None => Ok(Arc::new(

@@ -30,6 +30,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a run with idempotency key `{0}` already exists")]
     DuplicateKey(String),
+    /// A shared store refused a batch: another process took these runs over (their epoch
+    /// moved on). Nothing of the batch was written.
+    #[error("ownership of {} run(s) passed to another process", .0.len())]
+    Fenced(Vec<String>),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -426,7 +430,36 @@ pub struct UiSession {
 }
 
 /// The store interface. Implementations must make each `commit` atomic and durable.
+///
+/// A store that several processes share (Postgres) also keeps who runs each run: a process
+/// claims a run before it loads it, every commit is fenced by the epochs of the runs it
+/// touches, and its leases are kept alive by the store. The defaults are one process's
+/// (SQLite): every claim succeeds.
 pub trait Store: Send + Sync + 'static {
+    /// Several processes share this store: runs are claimed and writes fenced.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Claim a run for this process before loading it into memory; `false` when another
+    /// live process holds it (its lease has not expired).
+    fn claim_run(&self, _id: &str) -> Result<bool> {
+        Ok(true)
+    }
+    /// Runs with one of these statuses that no live process holds, claimed for this one,
+    /// oldest first (recovery at start, and takeover of a dead process's runs). `mine_too`
+    /// (a scheduler starting on this store): also those this store's process held, which
+    /// no scheduler has in memory now.
+    fn claim_orphans(
+        &self,
+        statuses: &[RunStatus],
+        _limit: usize,
+        _mine_too: bool,
+    ) -> Result<Vec<String>> {
+        self.run_ids_with_status(statuses)
+    }
+    /// The run left this process's memory: its next load claims it again.
+    fn forget_run(&self, _id: &str) {}
+
     fn commit(&self, writes: &[Write]) -> Result<()>;
     /// A small durable write: after commits failed, tells whether the store takes writes
     /// again when there is nothing else to commit.

@@ -24,6 +24,7 @@ mod lint_corpus;
 mod mcp;
 mod ops;
 mod replay;
+mod scale_out;
 mod scripted_model;
 mod scripts;
 mod serve;

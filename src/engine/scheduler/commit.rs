@@ -144,6 +144,32 @@ impl Scheduler {
                 self.evict(&touched);
                 true
             }
+            Err(StoreError::Fenced(lost)) => {
+                // Another process took these runs over: they leave memory without side
+                // effects (their executors stop; what they did is redone by the new owner
+                // as after a crash). The other runs go back to their committed state and
+                // commit again at once.
+                let e = StoreError::Fenced(lost.clone());
+                for r in replies {
+                    r(Some(&e));
+                }
+                tracing::warn!("{e}: {lost:?}; dropped from this process");
+                for (run_id, step, task) in aborts {
+                    match self.active.get_mut(&run_id) {
+                        Some(run) if !lost.contains(&run_id) => {
+                            run.tasks.insert(step, task);
+                        }
+                        _ => task.abort(),
+                    }
+                }
+                self.drop_lost(&lost);
+                let rest: Vec<String> = touched
+                    .into_iter()
+                    .filter(|id| !lost.contains(id))
+                    .collect();
+                self.roll_back(rest);
+                false
+            }
             Err(e) => {
                 for r in replies {
                     r(Some(&e));
@@ -212,7 +238,16 @@ impl Scheduler {
         self.timers.reload_soon();
         for id in ids {
             let old = self.active.remove(&id);
-            if self.get_or_load(&id).is_none() {
+            if self.get_or_load(&id).is_none() && self.held_elsewhere() {
+                if let Some(old) = old {
+                    for t in old.tasks.values() {
+                        t.abort();
+                    }
+                }
+                self.drop_lost(std::slice::from_ref(&id));
+                continue;
+            }
+            if !self.active.contains_key(&id) {
                 let readable = matches!(self.store.run(&id), Ok(None));
                 if let Some(old) = old {
                     if readable {
@@ -274,6 +309,22 @@ impl Scheduler {
                 self.apply_outcome(&run_id, step, attempt, result);
             }
             self.batch.touched.insert(id);
+        }
+    }
+
+    /// Runs another process took over leave memory: executors stopped, results dropped.
+    fn drop_lost(&mut self, lost: &[String]) {
+        for id in lost {
+            if let Some(run) = self.active.remove(id) {
+                for t in run.tasks.values() {
+                    t.abort();
+                }
+            }
+            self.outcomes.retain(|o| &o.run_id != id);
+            self.store.forget_run(id);
+            if let Some(f) = self.failing.as_mut() {
+                f.stale.remove(id);
+            }
         }
     }
 

@@ -9,9 +9,31 @@ use crate::engine::state::Active;
 use crate::model::{EventKind, RunStatus, StepStatus};
 use crate::store::TimerKind;
 
+/// Runs taken over in one go on a shared store (the next pass takes more).
+const RECLAIM_LIMIT: usize = 1000;
+
 impl Scheduler {
+    /// Whether a run not in memory is held by another process (a shared store): claiming
+    /// it failed. Only meaningful right after `get_or_load` returned `None`.
+    pub(super) fn held_elsewhere(&self) -> bool {
+        self.elsewhere
+    }
+
     pub(super) fn get_or_load(&mut self, id: &str) -> Option<&mut Active> {
+        self.elsewhere = false;
         if !self.active.contains_key(id) {
+            // On a shared store the run is claimed first: another live process may run it.
+            match self.store.claim_run(id) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.elsewhere = true;
+                    return None;
+                }
+                Err(e) => {
+                    tracing::error!("cannot claim run {id}: {e}");
+                    return None;
+                }
+            }
             let rec = match self.store.run(id) {
                 Ok(Some(r)) => r,
                 Ok(None) => return None,
@@ -57,6 +79,14 @@ impl Scheduler {
             .get_or_load(run_id)
             .is_some_and(|r| workspace_id.is_none_or(|ws| ws == r.rec.workspace_id));
         if !found {
+            if self.held_elsewhere() {
+                // Another live process runs it right now (a shared store): nothing was
+                // changed, and the caller may send the command again (to any process; once
+                // the run waits, or its owner stops, any process can take it).
+                return Err(EngineError::Unavailable(format!(
+                    "run `{run_id}` is being executed by another stepwise process; nothing was changed, try again"
+                )));
+            }
             self.evict(&[run_id.to_string()]);
             return Err(EngineError::NotFound(format!("run `{run_id}` not found")));
         }
@@ -139,11 +169,14 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn recover(&mut self) {
-        let ids = match self
-            .store
-            .run_ids_with_status(&[RunStatus::Pending, RunStatus::Running])
-        {
+    /// Load unfinished runs no process holds: at start, every one (one process), or on a
+    /// shared store those whose owner's lease expired (takeover), a bounded number a time.
+    pub(super) fn recover(&mut self, starting: bool) {
+        let ids = match self.store.claim_orphans(
+            &[RunStatus::Pending, RunStatus::Running],
+            RECLAIM_LIMIT,
+            starting,
+        ) {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::error!("cannot list runs to recover: {e}");
@@ -176,8 +209,11 @@ impl Scheduler {
                         .iter()
                         .all(|s| !s.backoff && s.status != StepStatus::Running)
             });
-            if idle {
+            // A run with writes in the next batch stays until they commit (a shared store
+            // fences them by the epoch this process holds while the run is in memory).
+            if idle && !self.batch.touched.contains(id) {
                 self.active.remove(id);
+                self.store.forget_run(id);
             }
         }
     }

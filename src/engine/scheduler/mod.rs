@@ -93,12 +93,17 @@ pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> sup
                 idle: Vec::new(),
                 secrets,
                 limits: limits::Limits::default(),
+                elsewhere: false,
+                next_reclaim: std::time::Instant::now() + RECLAIM_EVERY,
             };
             rt.block_on(s.run());
         })
         .map_err(|e| EngineError::Internal(format!("cannot start the scheduler thread: {e}")))?;
     Ok(())
 }
+
+/// How often a process on a shared store looks for runs to take over.
+const RECLAIM_EVERY: Duration = Duration::from_millis(500);
 
 struct Scheduler {
     engine: Engine,
@@ -121,6 +126,10 @@ struct Scheduler {
     idle: Vec<tokio::sync::oneshot::Sender<()>>,
     secrets: Arc<Secrets>,
     limits: limits::Limits,
+    /// The last `get_or_load` found the run held by another process.
+    elsewhere: bool,
+    /// On a shared store: when to look for runs whose owner's lease expired next.
+    next_reclaim: std::time::Instant,
 }
 
 impl Scheduler {
@@ -129,7 +138,7 @@ impl Scheduler {
     }
 
     async fn run(mut self) {
-        self.recover();
+        self.recover(true);
         loop {
             self.flush();
             if let Some(reply) = self.shutdown.take() {
@@ -142,6 +151,7 @@ impl Scheduler {
                 return;
             }
             if self.failing.is_none() {
+                self.reclaim();
                 // Timers fire only on a committed state, so a stored row can vouch for each.
                 self.fire_timers();
                 // Rate windows open with time, not with commits.
@@ -174,6 +184,16 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// On a shared store, take over runs whose owner stopped renewing its lease (every
+    /// [`RECLAIM_EVERY`]; the lease is seconds long, so this bounds takeover time).
+    fn reclaim(&mut self) {
+        if !self.store.shared() || std::time::Instant::now() < self.next_reclaim {
+            return;
+        }
+        self.next_reclaim = std::time::Instant::now() + RECLAIM_EVERY;
+        self.recover(false);
     }
 
     /// Until the next timer (or, while the store fails, the next retry), a second at most

@@ -155,13 +155,19 @@ impl Scheduler {
 
     fn fire(&mut self, t: &TimerRecord) {
         let (run_id, step_id, kind) = (t.run_id.as_str(), t.step_id.as_str(), t.kind);
+        // Claimed first: on a shared store the process that holds the run fires its
+        // timers, and the timer's row stays for it (a timer fires once across processes).
+        let loaded = self.get_or_load(run_id).is_some();
+        if !loaded && self.held_elsewhere() {
+            return;
+        }
         self.write(Write::DeleteTimer {
             run_id: run_id.to_string(),
             step_id: step_id.to_string(),
             kind,
         });
         self.batch.touched.insert(run_id.to_string());
-        if self.get_or_load(run_id).is_none() {
+        if !loaded {
             return;
         }
         let Some(mut run) = self.active.remove(run_id) else {

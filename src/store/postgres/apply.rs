@@ -6,6 +6,7 @@ use futures_util::future::try_join_all;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use super::owner::{NOW_US, Ownership};
 use super::rows::{HOOK_COLUMNS, RUN_COLUMNS, STEP_COLUMNS};
 use super::{json_text, micros, opt_json, pg_err};
 use crate::store::{Result, StoreError, Write};
@@ -31,7 +32,11 @@ async fn exec(tx: &Transaction<'_>, mode: Mode, sql: &str, args: &[Arg<'_>]) -> 
 /// Apply a batch inside `tx`. Every statement is prepared first; then each write's
 /// statement is sent on its future's first poll, so they leave in the batch's order
 /// (`try_join_all` polls them in order) and Postgres runs them in that order.
-pub(super) async fn apply_all(tx: &Transaction<'_>, writes: &[Write]) -> Result<()> {
+pub(super) async fn apply_all(
+    tx: &Transaction<'_>,
+    writes: &[Write],
+    own: &Ownership,
+) -> Result<()> {
     let mut kinds = Vec::new();
     for w in writes {
         let kind = std::mem::discriminant(w);
@@ -39,12 +44,12 @@ pub(super) async fn apply_all(tx: &Transaction<'_>, writes: &[Write]) -> Result<
             kinds.push((kind, w));
         }
     }
-    try_join_all(kinds.iter().map(|(_, w)| apply(tx, Mode::Prepare, w))).await?;
-    try_join_all(writes.iter().map(|w| apply(tx, Mode::Execute, w))).await?;
+    try_join_all(kinds.iter().map(|(_, w)| apply(tx, Mode::Prepare, w, own))).await?;
+    try_join_all(writes.iter().map(|w| apply(tx, Mode::Execute, w, own))).await?;
     Ok(())
 }
 
-async fn apply(tx: &Transaction<'_>, mode: Mode, w: &Write) -> Result<()> {
+async fn apply(tx: &Transaction<'_>, mode: Mode, w: &Write, own: &Ownership) -> Result<()> {
     match w {
         Write::InsertRun(r) => {
             let (input, output, error) =
@@ -52,7 +57,8 @@ async fn apply(tx: &Transaction<'_>, mode: Mode, w: &Write) -> Result<()> {
             let (trigger, pending) = (json_text(&r.trigger), opt_json(&r.pending_action));
             let stmt = tx
                 .prepare_cached(&format!(
-                    "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+                    "INSERT INTO runs ({RUN_COLUMNS}, owner, lease_until, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                     $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, {NOW_US} + $21, 1)"
                 ))
                 .await
                 .map_err(pg_err)?;
@@ -82,6 +88,8 @@ async fn apply(tx: &Transaction<'_>, mode: Mode, w: &Write) -> Result<()> {
                         &micros(r.updated_at),
                         &r.started_at.map(micros),
                         &r.finished_at.map(micros),
+                        &own.me,
+                        &own.lease_us(),
                     ],
                 )
                 .await;
@@ -103,12 +111,16 @@ async fn apply(tx: &Transaction<'_>, mode: Mode, w: &Write) -> Result<()> {
                 opt_json(&r.pending_action),
             );
             // Only what changes after creation: a narrow UPDATE keeps indexes untouched
-            // (and lets Postgres update in place, a HOT update).
+            // (and lets Postgres update in place, a HOT update). A run that finished or
+            // waits on rows needs no process: it is let go (its epoch stays, so this
+            // process may still write it until another claims it).
             exec(
                 tx,
                 mode,
                 "UPDATE runs SET status = $2, output = $3, error = $4, current_step_index = $5, attempt = $6, \
-                 pending_action = $7, updated_at = $8, started_at = $9, finished_at = $10 WHERE id = $1",
+                 pending_action = $7, updated_at = $8, started_at = $9, finished_at = $10, \
+                 owner = CASE WHEN $2 IN ('COMPLETED', 'FAILED', 'CANCELLED', 'WAITING', 'PAUSED') THEN NULL ELSE owner END \
+                 WHERE id = $1",
                 &[
                     &r.id,
                     &r.status.as_str(),

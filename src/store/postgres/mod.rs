@@ -11,6 +11,7 @@
 
 mod apply;
 mod ops;
+mod owner;
 mod query;
 mod reads;
 mod rows;
@@ -36,6 +37,9 @@ pub struct PgOptions {
     pub schema: Option<String>,
     /// Connections in the pool.
     pub pool_size: usize,
+    /// How long a process holds its runs without renewing its lease; after that, another
+    /// process takes them over.
+    pub lease: std::time::Duration,
 }
 
 impl PgOptions {
@@ -44,6 +48,7 @@ impl PgOptions {
             url: url.to_string(),
             schema: None,
             pool_size: 16,
+            lease: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -55,6 +60,7 @@ pub fn is_postgres_url(db: &str) -> bool {
 
 pub struct PgStore {
     pool: Pool,
+    own: owner::Ownership,
     schema: Option<String>,
     /// Drives the connections; shut down in the background on drop, so dropping the store
     /// inside another runtime is allowed.
@@ -160,8 +166,11 @@ impl PgStore {
                 .build()
                 .map_err(db_err)?
         };
+        let own = owner::Ownership::new(opts.lease);
+        rt.spawn(owner::heartbeat(pool.clone(), own.me.clone(), opts.lease));
         let store = Self {
             pool,
+            own,
             schema: opts.schema.clone(),
             rt: Some(rt),
         };
@@ -173,6 +182,11 @@ impl PgStore {
         }
         schema::migrate(&store)?;
         Ok(store)
+    }
+
+    /// This process's name in `runs.owner`.
+    pub fn owner(&self) -> &str {
+        &self.own.me
     }
 
     /// The schema the tables live in, when one was given.

@@ -26,9 +26,33 @@ impl Store for PgStore {
         let mut client = self.client()?;
         self.block(async {
             let tx = client.transaction().await.map_err(pg_err)?;
-            apply::apply_all(&tx, writes).await?;
+            self.fence(&tx, writes).await?;
+            apply::apply_all(&tx, writes, &self.own).await?;
             tx.commit().await.map_err(pg_err)
-        })
+        })?;
+        self.note_created(writes);
+        Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn claim_run(&self, id: &str) -> Result<bool> {
+        self.claim(id)
+    }
+
+    fn claim_orphans(
+        &self,
+        statuses: &[RunStatus],
+        n: usize,
+        mine_too: bool,
+    ) -> Result<Vec<String>> {
+        self.claim_expired(statuses, n, mine_too)
+    }
+
+    fn forget_run(&self, id: &str) {
+        self.own.forget(id);
     }
 
     fn probe(&self) -> Result<()> {

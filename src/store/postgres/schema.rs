@@ -9,7 +9,8 @@
 use super::{PgStore, pg_err};
 use crate::store::{Result, StoreError};
 
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE definitions (
     version_id   TEXT PRIMARY KEY,
     workspace_id TEXT NOT NULL,
@@ -184,7 +185,25 @@ CREATE TABLE signal_deliveries (
     PRIMARY KEY (workspace_id, key)
 );
 CREATE INDEX signal_deliveries_by_expiry ON signal_deliveries (expires_at);
-"#];
+"#,
+    // Ownership (docs/scale-out.md): the process that runs a run, until when its lease
+    // holds, and the epoch every write of the run is fenced by. Commands that reach a
+    // process that does not hold their run wait in the inbox for the one that does.
+    r#"
+ALTER TABLE runs ADD COLUMN owner TEXT, ADD COLUMN lease_until BIGINT, ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX runs_by_owner ON runs (owner) WHERE owner IS NOT NULL;
+CREATE INDEX runs_unfinished ON runs (created_at) WHERE status IN ('PENDING', 'RUNNING');
+CREATE TABLE inbox (
+    id         BIGSERIAL PRIMARY KEY,
+    run_id     TEXT NOT NULL,
+    command    TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    answer     TEXT,
+    answered_at BIGINT
+);
+CREATE INDEX inbox_open ON inbox (id) WHERE answer IS NULL;
+"#,
+];
 
 /// Any fixed number: every stepwise process takes the same lock (per schema, since the
 /// lock is database-wide, the schema name is mixed in by `hashtext`).

@@ -1,0 +1,248 @@
+//! Who runs each run: claims, the fence every commit passes, the heartbeat.
+//!
+//! A run row carries `owner`, `lease_until` and `epoch`. A process claims a run (bumping
+//! the epoch) before loading it: when it creates it, when a command or timer needs it, and
+//! when it takes over a run whose owner's lease expired. The store remembers the epoch of
+//! every run its process holds; a commit first checks, in one statement, that each run it
+//! touches still has that epoch (and renews their leases): a run taken over meanwhile
+//! makes the whole batch fail with `StoreError::Fenced` and nothing is written. One
+//! heartbeat statement per process renews all its leases. Times are the database's clock,
+//! so processes on machines whose clocks differ agree on expiry.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use deadpool_postgres::{Pool, Transaction};
+
+use super::{PgStore, limit, pg_err};
+use crate::model::RunStatus;
+use crate::store::{Result, StoreError, Write};
+
+/// Now on the database's clock, in microseconds (as every stored time).
+pub(super) const NOW_US: &str = "(extract(epoch from clock_timestamp()) * 1000000)::bigint";
+
+/// This process's identity and the epochs of the runs it holds.
+pub(super) struct Ownership {
+    pub me: String,
+    pub lease: Duration,
+    pub epochs: std::sync::Mutex<HashMap<String, i64>>,
+}
+
+impl Ownership {
+    pub fn new(lease: Duration) -> Self {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let me = format!(
+            "{}:{}:{}",
+            if host.is_empty() { "host" } else { &host },
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Self {
+            me,
+            lease,
+            epochs: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn lease_us(&self) -> i64 {
+        i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    fn set(&self, id: &str, epoch: i64) {
+        if let Ok(mut e) = self.epochs.lock() {
+            e.insert(id.to_string(), epoch);
+        }
+    }
+
+    fn epoch(&self, id: &str) -> Option<i64> {
+        self.epochs.lock().ok().and_then(|e| e.get(id).copied())
+    }
+
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut e) = self.epochs.lock() {
+            e.remove(id);
+        }
+    }
+}
+
+/// The run a write belongs to, when it belongs to one.
+fn run_of(w: &Write) -> Option<&str> {
+    match w {
+        Write::InsertRun(r) => Some(&r.id),
+        Write::UpdateRun(r) => Some(&r.id),
+        Write::PutStep(s) => Some(&s.run_id),
+        Write::Event(e) => Some(&e.run_id),
+        Write::PutTimer(t) => Some(&t.run_id),
+        Write::DeleteTimer { run_id, .. }
+        | Write::DeleteRunTimers { run_id }
+        | Write::CloseHooks { run_id, .. }
+        | Write::ConsumeSignal { run_id, .. } => Some(run_id),
+        Write::PutHook(h) => Some(&h.run_id),
+        Write::Signal(s) => Some(&s.run_id),
+        Write::PutAlert(a) => Some(&a.run_id),
+        Write::BufferSignal(_) | Write::SignalDelivery(_) | Write::UpdateAlert { .. } => None,
+    }
+}
+
+impl PgStore {
+    /// Check the epochs of the runs a batch touches (runs it creates aside) and renew their
+    /// leases, inside the batch's transaction.
+    pub(super) async fn fence(&self, tx: &Transaction<'_>, writes: &[Write]) -> Result<()> {
+        let created: HashSet<&str> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::InsertRun(r) => Some(r.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut ids: Vec<String> = Vec::new();
+        let mut epochs: Vec<i64> = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for id in writes.iter().filter_map(run_of) {
+            if created.contains(id) || !seen.insert(id) {
+                continue;
+            }
+            match self.own.epoch(id) {
+                Some(e) => {
+                    ids.push(id.to_string());
+                    epochs.push(e);
+                }
+                // Never claimed here: writing it could overwrite another process's run.
+                None => unknown.push(id.to_string()),
+            }
+        }
+        if !unknown.is_empty() {
+            tracing::warn!("a batch wrote runs this process never claimed: {unknown:?}");
+            return Err(StoreError::Fenced(unknown));
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let stmt = tx
+            .prepare_cached(&format!(
+                "UPDATE runs r SET owner = $1, lease_until = {NOW_US} + $2 \
+                 FROM unnest($3::TEXT[], $4::BIGINT[]) AS f(id, epoch) \
+                 WHERE r.id = f.id AND r.epoch = f.epoch RETURNING r.id"
+            ))
+            .await
+            .map_err(pg_err)?;
+        let kept: HashSet<String> = tx
+            .query(&stmt, &[&self.own.me, &self.own.lease_us(), &ids, &epochs])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.try_get(0).map_err(pg_err))
+            .collect::<Result<_>>()?;
+        let lost: Vec<String> = ids.into_iter().filter(|id| !kept.contains(id)).collect();
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            for id in &lost {
+                self.own.forget(id);
+            }
+            Err(StoreError::Fenced(lost))
+        }
+    }
+
+    /// After a commit: the runs it created are held at epoch 1.
+    pub(super) fn note_created(&self, writes: &[Write]) {
+        for w in writes {
+            if let Write::InsertRun(r) = w {
+                self.own.set(&r.id, 1);
+            }
+        }
+    }
+
+    /// Let go of every run this process holds (a graceful stop; runs created by a tool
+    /// that does not execute them): other processes claim them at once.
+    pub fn release_all(&self) -> Result<u64> {
+        let n = self.exec(
+            "UPDATE runs SET owner = NULL WHERE owner = $1",
+            &[&self.own.me],
+        )?;
+        if let Ok(mut e) = self.own.epochs.lock() {
+            e.clear();
+        }
+        Ok(n)
+    }
+
+    pub(super) fn claim(&self, id: &str) -> Result<bool> {
+        let claimed = self.row(
+            &format!(
+                "UPDATE runs SET owner = $1, lease_until = {NOW_US} + $2, epoch = epoch + 1 \
+                 WHERE id = $3 AND (owner IS NULL OR owner = $1 OR lease_until < {NOW_US}) RETURNING epoch"
+            ),
+            &[&self.own.me, &self.own.lease_us(), &id],
+            |r| r.try_get::<_, i64>(0).map_err(pg_err),
+        )?;
+        match claimed {
+            Some(epoch) => {
+                self.own.set(id, epoch);
+                Ok(true)
+            }
+            // An unknown run is not held by anyone: the caller finds it missing.
+            None => Ok(self
+                .row("SELECT 1 FROM runs WHERE id = $1", &[&id], |_| Ok(()))?
+                .is_none()),
+        }
+    }
+
+    pub(super) fn claim_expired(
+        &self,
+        statuses: &[RunStatus],
+        n: usize,
+        mine_too: bool,
+    ) -> Result<Vec<String>> {
+        let list: Vec<String> = statuses.iter().map(|s| s.as_str().to_string()).collect();
+        let mut rows = self.rows(
+            &format!(
+                "UPDATE runs SET owner = $1, lease_until = {NOW_US} + $2, epoch = epoch + 1 \
+                 WHERE id IN (SELECT id FROM runs WHERE status = ANY($3) \
+                   AND (owner IS NULL OR lease_until < {NOW_US} OR ($5 AND owner = $1)) \
+                   ORDER BY created_at LIMIT $4 \
+                   FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, epoch, created_at"
+            ),
+            &[
+                &self.own.me,
+                &self.own.lease_us(),
+                &list,
+                &limit(n),
+                &mine_too,
+            ],
+            |r| {
+                Ok((
+                    r.try_get::<_, String>(0).map_err(pg_err)?,
+                    r.try_get::<_, i64>(1).map_err(pg_err)?,
+                    r.try_get::<_, i64>(2).map_err(pg_err)?,
+                ))
+            },
+        )?;
+        rows.sort_by_key(|(_, _, created)| *created);
+        for (id, epoch, _) in &rows {
+            self.own.set(id, *epoch);
+        }
+        Ok(rows.into_iter().map(|(id, _, _)| id).collect())
+    }
+}
+
+/// Renew every lease of this process, a third of the lease time apart: one statement per
+/// process, not one per run. A process that stops (SIGSTOP, a long pause) stops renewing,
+/// and others take its runs over once the leases expire.
+pub(super) async fn heartbeat(pool: Pool, me: String, lease: Duration) {
+    let lease_us = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
+    let every = (lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let Ok(client) = pool.get().await else {
+            continue;
+        };
+        let sql = format!("UPDATE runs SET lease_until = {NOW_US} + $2 WHERE owner = $1");
+        if let Err(e) = client.execute(&sql, &[&me, &lease_us]).await {
+            tracing::warn!("cannot renew the leases of this process: {}", pg_err(e));
+        }
+    }
+}
