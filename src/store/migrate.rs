@@ -4,8 +4,9 @@
 //! The copy goes table by table with explicit column lists: a column the Postgres schema
 //! gains later with a default (run ownership, say) takes its default, and a column only one
 //! side knows is never guessed at. Everything lands in one Postgres transaction, so a
-//! failed copy leaves the target as it was. Ids are copied as they are, and the sequences
-//! behind `events` and `signals` continue after the largest id copied.
+//! failed copy leaves the target as it was; rows stream in by binary `COPY`. Ids are
+//! copied as they are, and the sequences behind `events` and `signals` continue after the
+//! largest id copied.
 //!
 //! The SQLite file is opened read-only; the caller holds its engine lock (no server may
 //! write it meanwhile).
@@ -237,10 +238,6 @@ const TABLES: &[Table] = &[
     },
 ];
 
-/// Postgres takes at most 65,535 parameters per statement; rows are sent in batches below it.
-const MAX_PARAMS: usize = 60_000;
-const MAX_ROWS: usize = 1_000;
-
 /// What the copy does when the target already holds data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Existing {
@@ -378,6 +375,9 @@ async fn copy_table(
     tx: &tokio_postgres::Transaction<'_>,
     table: &Table,
 ) -> std::result::Result<u64, MigrateError> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+
     let cols: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
     let list = cols.join(", ");
     // Rows in primary-key order, so the target's pages fill in the order reads use.
@@ -385,25 +385,36 @@ async fn copy_table(
     let src = |e: rusqlite::Error| MigrateError::Source(format!("reading {}: {e}", table.name));
     let mut stmt = source.prepare(&select).map_err(src)?;
     let mut rows = stmt.query([]).map_err(src)?;
-    let per_batch = (MAX_PARAMS / cols.len()).min(MAX_ROWS);
-    let mut batch: Vec<Value> = Vec::with_capacity(per_batch * cols.len());
-    let mut copied = 0u64;
+    let types: Vec<Type> = table
+        .columns
+        .iter()
+        .map(|(_, k)| match k {
+            Int => Type::INT8,
+            Text => Type::TEXT,
+            Bool => Type::BOOL,
+        })
+        .collect();
+    // Binary COPY: one stream per table, no statement size limit, no per-row parsing.
+    let sink = tx
+        .copy_in(&format!("COPY {} ({list}) FROM STDIN BINARY", table.name))
+        .await
+        .map_err(pg_err)?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    let mut writer = std::pin::pin!(writer);
+    let mut values: Vec<Value> = Vec::with_capacity(cols.len());
     while let Some(row) = rows.next().map_err(src)? {
+        values.clear();
         for (i, (_, kind)) in table.columns.iter().enumerate() {
-            batch.push(match kind {
+            values.push(match kind {
                 Int => Value::Int(row.get(i).map_err(src)?),
                 Text => Value::Text(row.get(i).map_err(src)?),
                 Bool => Value::Bool(row.get::<_, Option<i64>>(i).map_err(src)?.map(|v| v != 0)),
             });
         }
-        if batch.len() == per_batch * cols.len() {
-            copied += insert(tx, table, &list, &batch).await?;
-            batch.clear();
-        }
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(Value::as_sql).collect();
+        writer.as_mut().write(&params).await.map_err(pg_err)?;
     }
-    if !batch.is_empty() {
-        copied += insert(tx, table, &list, &batch).await?;
-    }
+    let copied = writer.finish().await.map_err(pg_err)?;
     if let Some(id) = table.serial {
         // The next id the engine takes continues after the largest copied; an empty table
         // starts at 1.
@@ -415,37 +426,6 @@ async fn copy_table(
         .map_err(pg_err)?;
     }
     Ok(copied)
-}
-
-/// One multi-row INSERT of the values in `batch` (whole rows, in column order).
-async fn insert(
-    tx: &tokio_postgres::Transaction<'_>,
-    table: &Table,
-    list: &str,
-    batch: &[Value],
-) -> Result<u64> {
-    let width = table.columns.len();
-    let mut sql = format!("INSERT INTO {} ({list}) VALUES ", table.name);
-    for (r, _) in batch.chunks(width).enumerate() {
-        if r > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for (c, (_, kind)) in table.columns.iter().enumerate() {
-            if c > 0 {
-                sql.push(',');
-            }
-            let cast = match kind {
-                Int => "::BIGINT",
-                Text => "::TEXT",
-                Bool => "::BOOLEAN",
-            };
-            sql.push_str(&format!("${}{cast}", r * width + c + 1));
-        }
-        sql.push(')');
-    }
-    let params: Vec<&(dyn ToSql + Sync)> = batch.iter().map(Value::as_sql).collect();
-    tx.execute(&sql, &params).await.map_err(pg_err)
 }
 
 /// Count every table on both sides after the copy: a difference aborts the transaction.
