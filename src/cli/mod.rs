@@ -8,6 +8,7 @@ mod keys;
 pub mod lint;
 pub mod local;
 mod mcp;
+mod migrate;
 mod run;
 pub mod scripts;
 mod serve;
@@ -59,6 +60,9 @@ enum Command {
     Test(test::TestArgs),
     /// Check recorded runs against an edited definition: will the runs in flight survive it?
     Replay(client::ReplayArgs),
+    /// Copy an SQLite store (definitions, runs with their history, keys, trigger state)
+    /// into PostgreSQL, in one transaction (docs/scale-out.md).
+    MigrateStore(migrate::MigrateStoreArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,6 +111,7 @@ pub fn run(cli: Cli) -> Outcome {
         Command::History(args) => client::history(&args),
         Command::Test(args) => test::run(&args),
         Command::Replay(args) => client::replay(&args),
+        Command::MigrateStore(args) => migrate::run(&args),
     }
 }
 

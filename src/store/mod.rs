@@ -5,6 +5,7 @@
 //! default) and `postgres/` (several processes sharing one database) implement the trait.
 
 mod history;
+pub mod migrate;
 mod postgres;
 mod sqlite;
 #[doc(hidden)]

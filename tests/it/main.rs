@@ -22,6 +22,7 @@ mod hardening;
 mod limits;
 mod lint_corpus;
 mod mcp;
+mod migrate_store;
 mod ops;
 mod replay;
 mod scale_out;

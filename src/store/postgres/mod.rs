@@ -73,7 +73,7 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
 
 /// A Postgres error with its detail (the `Display` of `tokio_postgres::Error` says only
 /// "db error").
-fn pg_err(e: tokio_postgres::Error) -> StoreError {
+pub(in crate::store) fn pg_err(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => StoreError::Database(format!("postgres: {}", db.message())),
         None => StoreError::Database(format!("postgres: {e}")),
@@ -209,7 +209,7 @@ impl PgStore {
 
     /// Run `fut` to completion with the store's runtime entered (connections it opens are
     /// driven there).
-    fn block<F: Future>(&self, fut: F) -> F::Output {
+    pub(in crate::store) fn block<F: Future>(&self, fut: F) -> F::Output {
         let _inside = self.rt.as_ref().map(tokio::runtime::Runtime::enter);
         // Unconstrained: called from a task of another runtime, tokio's cooperative budget
         // is that task's; once spent, every tokio resource polled here would answer
@@ -217,7 +217,7 @@ impl PgStore {
         park_on(tokio::task::unconstrained(fut))
     }
 
-    fn client(&self) -> Result<deadpool_postgres::Object> {
+    pub(in crate::store) fn client(&self) -> Result<deadpool_postgres::Object> {
         self.block(self.pool.get())
             .map_err(|e| db_err(format!("cannot connect to PostgreSQL: {e}")))
     }

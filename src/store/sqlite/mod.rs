@@ -487,3 +487,9 @@ impl Store for SqliteStore {
         self.write(|c| sessions::delete(c, hash))
     }
 }
+
+/// The schema version this build writes (`user_version` of an up-to-date file); the
+/// SQLite → Postgres copy (`store::migrate`) refuses older files it would misread.
+pub(in crate::store) fn schema_version() -> usize {
+    schema::MIGRATIONS.len()
+}
