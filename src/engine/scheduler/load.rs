@@ -22,8 +22,14 @@ impl Scheduler {
     pub(super) fn get_or_load(&mut self, id: &str) -> Option<&mut Active> {
         self.elsewhere = false;
         if !self.active.contains_key(id) {
-            // On a shared store the run is claimed first: another live process may run it.
-            match self.store.claim_run(id) {
+            // On a shared store the run is claimed first: another live process may run it
+            // (recovery loads runs `claim_orphans` just claimed).
+            let claimed = if self.claimed_now {
+                Ok(true)
+            } else {
+                self.store.claim_run(id)
+            };
+            match claimed {
                 Ok(true) => {}
                 Ok(false) => {
                     self.elsewhere = true;
@@ -187,7 +193,10 @@ impl Scheduler {
             tracing::info!("recovering {} unfinished runs", ids.len());
         }
         for id in ids {
-            if self.get_or_load(&id).is_some() {
+            self.claimed_now = true;
+            let loaded = self.get_or_load(&id).is_some();
+            self.claimed_now = false;
+            if loaded {
                 self.prepare_recovered(&id);
                 // Oldest first: limited workflows start their PENDING runs in this order.
                 if let Some(run) = self.active.remove(&id) {
