@@ -50,6 +50,7 @@ fn migrate_store(args: &MigrateStoreArgs) -> Result<(), String> {
         db: PathBuf::from(&args.to),
         synchronous: Synchronous::Full,
         db_pool: 2,
+        lease: "10s".to_string(),
     }
     .describe();
     // The engine lock, held for the whole copy: a server or worker on the file would keep
