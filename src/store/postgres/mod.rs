@@ -167,7 +167,12 @@ impl PgStore {
                 .map_err(db_err)?
         };
         let own = owner::Ownership::new(opts.lease);
-        rt.spawn(owner::heartbeat(pool.clone(), own.me.clone(), opts.lease));
+        rt.spawn(owner::heartbeat(
+            pool.clone(),
+            own.me.clone(),
+            opts.lease,
+            own.epochs.clone(),
+        ));
         let store = Self {
             pool,
             own,

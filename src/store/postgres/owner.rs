@@ -25,7 +25,7 @@ pub(super) const NOW_US: &str = "(extract(epoch from clock_timestamp()) * 100000
 pub(super) struct Ownership {
     pub me: String,
     pub lease: Duration,
-    pub epochs: std::sync::Mutex<HashMap<String, i64>>,
+    pub epochs: std::sync::Arc<std::sync::Mutex<HashMap<String, i64>>>,
 }
 
 impl Ownership {
@@ -42,7 +42,7 @@ impl Ownership {
         Self {
             me,
             lease,
-            epochs: std::sync::Mutex::new(HashMap::new()),
+            epochs: std::sync::Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 
@@ -229,19 +229,35 @@ impl PgStore {
     }
 }
 
-/// Renew every lease of this process, a third of the lease time apart: one statement per
-/// process, not one per run. A process that stops (SIGSTOP, a long pause) stops renewing,
-/// and others take its runs over once the leases expire.
-pub(super) async fn heartbeat(pool: Pool, me: String, lease: Duration) {
+/// Renew the leases of the runs this process holds in memory, a third of the lease time
+/// apart: one statement per process, not one per run. A run it let go of (evicted, or taken
+/// over) is not renewed, so it becomes claimable when its lease runs out. A process that
+/// stops (SIGSTOP, a long pause) stops renewing, and others take its runs over once the
+/// leases expire.
+pub(super) async fn heartbeat(
+    pool: Pool,
+    me: String,
+    lease: Duration,
+    epochs: std::sync::Arc<std::sync::Mutex<HashMap<String, i64>>>,
+) {
     let lease_us = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
     let every = (lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
+        let ids: Vec<String> = match epochs.lock() {
+            Ok(e) => e.keys().cloned().collect(),
+            Err(_) => continue,
+        };
+        if ids.is_empty() {
+            continue;
+        }
         let Ok(client) = pool.get().await else {
             continue;
         };
-        let sql = format!("UPDATE runs SET lease_until = {NOW_US} + $2 WHERE owner = $1");
-        if let Err(e) = client.execute(&sql, &[&me, &lease_us]).await {
+        let sql = format!(
+            "UPDATE runs SET lease_until = {NOW_US} + $2 WHERE owner = $1 AND id = ANY($3)"
+        );
+        if let Err(e) = client.execute(&sql, &[&me, &lease_us, &ids]).await {
             tracing::warn!("cannot renew the leases of this process: {}", pg_err(e));
         }
     }
