@@ -460,6 +460,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// The run left this process's memory: its next load claims it again.
     fn forget_run(&self, _id: &str) {}
+    /// Let go of every run this process holds (a graceful stop): other processes take them
+    /// at once instead of after the lease. Returns how many.
+    fn release_all(&self) -> Result<u64> {
+        Ok(0)
+    }
 
     fn commit(&self, writes: &[Write]) -> Result<()>;
     /// A small durable write: after commits failed, tells whether the store takes writes

@@ -248,3 +248,89 @@ async fn a_paused_process_past_its_lease_is_fenced() {
         "no run was taken over from the paused process"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_held_elsewhere_is_busy_for_its_workspace_and_unknown_to_others() {
+    use std::sync::Arc;
+    use stepwise::engine::{Engine, EngineConfig, EngineError};
+    use stepwise::store::PgOptions;
+
+    if !test_backends::postgres_enabled() {
+        return;
+    }
+    let _schemas = Schemas;
+    let server = TestServer::start().await;
+    let (url, store) = database("held");
+    let ids = create_runs(&store, &server, 1);
+    // This store's process now holds the run (its lease is live for the whole test).
+    assert!(store.claim_run(&ids[0]).unwrap());
+    let other = PgStore::open(&PgOptions::new(&url)).unwrap();
+    let engine = Engine::start(
+        Arc::new(other),
+        Arc::new(stepwise::clock::SystemClock),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    let busy = engine.cancel(DEFAULT_WORKSPACE, &ids[0]).await;
+    assert!(matches!(busy, Err(EngineError::Unavailable(_))), "{busy:?}");
+    // Another workspace learns nothing about the run, not even that it is busy.
+    let hidden = engine.cancel("ws_other", &ids[0]).await;
+    assert!(
+        matches!(hidden, Err(EngineError::NotFound(_))),
+        "{hidden:?}"
+    );
+    engine.shutdown().await;
+    let run = store.run(&ids[0]).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Pending);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_lets_other_processes_take_its_runs_at_once() {
+    use std::sync::Arc;
+    use stepwise::engine::{CreateRun, Engine, EngineConfig};
+    use stepwise::store::PgOptions;
+
+    if !test_backends::postgres_enabled() {
+        return;
+    }
+    let _schemas = Schemas;
+    let server = TestServer::start().await;
+    let (url, store) = database("release");
+    let open = || {
+        let mut opts = PgOptions::new(&url);
+        opts.lease = Duration::from_secs(300);
+        PgStore::open(&opts).unwrap()
+    };
+    let engine = Engine::start(
+        Arc::new(open()),
+        Arc::new(stepwise::clock::SystemClock),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    engine
+        .apply_definition(DEFAULT_WORKSPACE, "scaled.yaml", &definition(&server))
+        .await
+        .unwrap()
+        .unwrap();
+    let (run, _) = engine
+        .create_run(CreateRun {
+            workspace_id: DEFAULT_WORKSPACE.into(),
+            definition: "scaled".into(),
+            input: json!({}),
+            idempotency_key: None,
+            trigger: json!({"kind": "api"}),
+        })
+        .await
+        .unwrap();
+    // Its first step is in flight (the counting server holds it for 100 ms).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.seen().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let other = open();
+    assert!(!other.claim_run(&run.id).unwrap(), "held while it runs");
+    engine.shutdown().await;
+    // Long before the 300 s lease: the stopped process let it go.
+    assert!(other.claim_run(&run.id).unwrap(), "released at the stop");
+    drop(store);
+}

@@ -85,7 +85,14 @@ impl Scheduler {
             .get_or_load(run_id)
             .is_some_and(|r| workspace_id.is_none_or(|ws| ws == r.rec.workspace_id));
         if !found {
-            if self.held_elsewhere() {
+            // Another workspace's run is not found, wherever it runs.
+            let visible = || -> crate::engine::Result<bool> {
+                Ok(self
+                    .store
+                    .run(run_id)?
+                    .is_some_and(|r| workspace_id.is_none_or(|ws| ws == r.workspace_id)))
+            };
+            if self.held_elsewhere() && visible()? {
                 // Another live process runs it right now (a shared store): nothing was
                 // changed, and the caller may send the command again (to any process; once
                 // the run waits, or its owner stops, any process can take it).

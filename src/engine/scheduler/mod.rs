@@ -150,6 +150,14 @@ impl Scheduler {
                         t.abort();
                     }
                 }
+                // Its steps stopped: on a shared store another process may go on with its
+                // runs now rather than after the lease (in-flight steps run again there,
+                // with the same Idempotency-Key, as after a crash).
+                match self.store.release_all() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("released {n} runs to the other processes"),
+                    Err(e) => tracing::warn!("could not release runs at stop: {e}"),
+                }
                 let _ = reply.send(());
                 return;
             }

@@ -55,6 +55,10 @@ impl Store for PgStore {
         self.own.forget(id);
     }
 
+    fn release_all(&self) -> Result<u64> {
+        PgStore::release_all(self)
+    }
+
     fn probe(&self) -> Result<()> {
         self.exec(
             "INSERT INTO probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
