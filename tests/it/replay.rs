@@ -36,10 +36,32 @@ fn recorded(dir: &Path) -> String {
     id
 }
 
-fn edited(dir: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(repo().join("examples/expense-approval.yaml")).unwrap();
-    assert!(text.contains(from), "no `{from}`");
-    std::fs::write(dir.join("edited.yaml"), text.replacen(from, to, 1)).unwrap();
+/// `edited.yaml`: expense-approval with each `(from, to)` applied in turn (every occurrence).
+fn edited(dir: &Path, edits: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(repo().join("examples/expense-approval.yaml")).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "no `{from}`");
+        text = text.replace(from, to);
+    }
+    std::fs::write(dir.join("edited.yaml"), text).unwrap();
+}
+
+/// `stepwise replay` of the recorded run (from `source`) against expense-approval with `edits`.
+fn verdict(edits: &[(&str, &str)], source: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    recorded(dir.path());
+    edited(dir.path(), edits);
+    replay(dir.path(), source)
+}
+
+/// The paused run is incompatible with expense-approval after `edits`, for `cause`.
+fn assert_incompatible(edits: &[(&str, &str)], cause: &str) {
+    let (code, out) = verdict(edits, &["run.json"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("(PAUSED): incompatible") && out.contains(cause),
+        "{out}"
+    );
 }
 
 fn replay(dir: &Path, source: &[&str]) -> (Option<i32>, String) {
@@ -82,8 +104,7 @@ fn an_edit_to_steps_not_yet_run_is_compatible() {
     recorded(dir.path());
     edited(
         dir.path(),
-        "message: \"Expense of",
-        "message: \"Expense claim of",
+        &[("message: \"Expense of", "message: \"Expense claim of")],
     );
     for source in [&["run.json"][..], &["--db", "r.db"][..]] {
         let (code, out) = replay(dir.path(), source);
@@ -98,8 +119,10 @@ fn a_new_step_whose_needs_are_done_would_run() {
     recorded(dir.path());
     edited(
         dir.path(),
-        "  - id: review\n",
-        "  - id: audit\n    type: action\n    needs: [summary]\n    uses: log\n    with: {message: audit}\n\n  - id: review\n    needs: [summary]\n",
+        &[(
+            "  - id: review\n",
+            "  - id: audit\n    type: action\n    needs: [summary]\n    uses: log\n    with: {message: audit}\n\n  - id: review\n    needs: [summary]\n",
+        )],
     );
     let (code, out) = replay(dir.path(), &["run.json"]);
     assert_eq!(code, Some(0), "{out}");
@@ -118,8 +141,10 @@ fn a_changed_completed_step_is_reported_as_kept() {
     recorded(dir.path());
     edited(
         dir.path(),
-        "asks for {{ input.amount }} EUR",
-        "asks for {{ input.amount }} euros",
+        &[(
+            "asks for {{ input.amount }} EUR",
+            "asks for {{ input.amount }} euros",
+        )],
     );
     let (code, out) = replay(dir.path(), &["run.json"]);
     assert_eq!(code, Some(0), "{out}");
@@ -132,60 +157,41 @@ fn a_changed_completed_step_is_reported_as_kept() {
 
 #[test]
 fn removing_the_waiting_step_is_incompatible() {
-    let dir = tempfile::tempdir().unwrap();
-    recorded(dir.path());
-    edited(dir.path(), "  - id: review\n", "  - id: manager_review\n");
-    let text = std::fs::read_to_string(dir.path().join("edited.yaml")).unwrap();
-    std::fs::write(
-        dir.path().join("edited.yaml"),
-        text.replace("steps.review.", "steps.manager_review."),
-    )
-    .unwrap();
-    let (code, out) = replay(dir.path(), &["run.json"]);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains("(PAUSED): incompatible")
-            && out.contains("the run waits at step `review`, which no longer exists"),
-        "{out}"
+    assert_incompatible(
+        &[
+            ("  - id: review\n", "  - id: manager_review\n"),
+            ("steps.review.", "steps.manager_review."),
+        ],
+        "the run waits at step `review`, which no longer exists",
     );
 }
 
 #[test]
 fn a_read_of_a_field_the_recorded_output_lacks_is_incompatible() {
-    let dir = tempfile::tempdir().unwrap();
-    recorded(dir.path());
-    edited(
-        dir.path(),
-        "        large: \"{{ input.amount > 1000 }}\"",
-        "        large: \"{{ input.amount > 1000 }}\"\n        currency: EUR",
-    );
-    let text = std::fs::read_to_string(dir.path().join("edited.yaml")).unwrap();
-    std::fs::write(
-        dir.path().join("edited.yaml"),
-        text.replace(
-            "message: \"Expense of {{ input.employee }}",
-            "message: \"Expense in {{ steps.summary.output.currency }} of {{ input.employee }}",
-        ),
-    )
-    .unwrap();
-    let (code, out) = replay(dir.path(), &["run.json"]);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains("reads `steps.summary.output.currency`, but the output `summary` recorded has no field `currency`"),
-        "{out}"
+    assert_incompatible(
+        &[
+            (
+                "        large: \"{{ input.amount > 1000 }}\"",
+                "        large: \"{{ input.amount > 1000 }}\"\n        currency: EUR",
+            ),
+            (
+                "message: \"Expense of {{ input.employee }}",
+                "message: \"Expense in {{ steps.summary.output.currency }} of {{ input.employee }}",
+            ),
+        ],
+        "reads `steps.summary.output.currency`, but the output `summary` recorded has no field `currency`",
     );
 }
 
 #[test]
 fn an_input_the_new_schema_refuses_is_incompatible() {
-    let dir = tempfile::tempdir().unwrap();
-    recorded(dir.path());
-    edited(
-        dir.path(),
-        "  required: [employee, amount]",
-        "  required: [employee, amount, currency]",
+    let (code, out) = verdict(
+        &[(
+            "  required: [employee, amount]",
+            "  required: [employee, amount, currency]",
+        )],
+        &["--db", "r.db", "--status", "PAUSED"],
     );
-    let (code, out) = replay(dir.path(), &["--db", "r.db", "--status", "PAUSED"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("edited.yaml:12:3: the run's input no longer satisfies the input schema"),
@@ -223,8 +229,7 @@ fn from_run_replays_a_recorded_run_as_a_golden_test() {
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("ok    recorded run {id}")));
     edited(
         dir.path(),
-        "message: \"Expense of",
-        "message: \"Expense claim of",
+        &[("message: \"Expense of", "message: \"Expense claim of")],
     );
     let o = stepwise(
         dir.path(),
@@ -241,8 +246,10 @@ fn from_run_replays_a_recorded_run_as_a_golden_test() {
     // An edit that changes the result fails with a diff at the expectation.
     edited(
         dir.path(),
-        "  decision: \"{{ steps.review.output }}\"",
-        "  decision: \"{{ steps.review.output | upper }}\"",
+        &[(
+            "  decision: \"{{ steps.review.output }}\"",
+            "  decision: \"{{ steps.review.output | upper }}\"",
+        )],
     );
     let o = stepwise(
         dir.path(),
@@ -268,64 +275,36 @@ fn from_run_replays_a_recorded_run_as_a_golden_test() {
 
 #[test]
 fn a_completed_step_that_changed_type_is_incompatible() {
-    let dir = tempfile::tempdir().unwrap();
-    recorded(dir.path());
-    edited(
-        dir.path(),
-        "    type: action\n    uses: transform\n    with:\n      value:\n        text: \"{{ input.employee }} asks for {{ input.amount }} EUR\"\n        large: \"{{ input.amount > 1000 }}\"\n",
-        "    type: agent\n    prompt: \"Summarise: {{ input.employee }} asks for {{ input.amount }} EUR\"\n",
-    );
-    let (code, out) = replay(dir.path(), &["run.json"]);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains("(PAUSED): incompatible")
-            && out.contains(
-                "edited.yaml:27:11: step `summary` (COMPLETED) was action `transform` when the run recorded it; it is now agent"
-            ),
-        "{out}"
+    assert_incompatible(
+        &[(
+            "    type: action\n    uses: transform\n    with:\n      value:\n        text: \"{{ input.employee }} asks for {{ input.amount }} EUR\"\n        large: \"{{ input.amount > 1000 }}\"\n",
+            "    type: agent\n    prompt: \"Summarise: {{ input.employee }} asks for {{ input.amount }} EUR\"\n",
+        )],
+        "edited.yaml:27:11: step `summary` (COMPLETED) was action `transform` when the run recorded it; it is now agent",
     );
 }
 
 #[test]
 fn a_removed_completed_step_is_incompatible() {
-    let dir = tempfile::tempdir().unwrap();
-    recorded(dir.path());
-    edited(
-        dir.path(),
-        "  - id: summary\n    type: action\n    uses: transform\n    with:\n      value:\n        text: \"{{ input.employee }} asks for {{ input.amount }} EUR\"\n        large: \"{{ input.amount > 1000 }}\"\n\n",
-        "",
-    );
-    let text = std::fs::read_to_string(dir.path().join("edited.yaml")).unwrap();
-    std::fs::write(
-        dir.path().join("edited.yaml"),
-        text.replace("{{ steps.summary.output.text }}", "An expense"),
-    )
-    .unwrap();
-    let (code, out) = replay(dir.path(), &["run.json"]);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains("(PAUSED): incompatible")
-            && out.contains("completed step `summary` was removed"),
-        "{out}"
+    assert_incompatible(
+        &[
+            (
+                "  - id: summary\n    type: action\n    uses: transform\n    with:\n      value:\n        text: \"{{ input.employee }} asks for {{ input.amount }} EUR\"\n        large: \"{{ input.amount > 1000 }}\"\n\n",
+                "",
+            ),
+            ("{{ steps.summary.output.text }}", "An expense"),
+        ],
+        "completed step `summary` was removed",
     );
 }
 
 #[test]
 fn a_completed_step_now_after_an_unfinished_one_is_incompatible() {
-    let dir = tempfile::tempdir().unwrap();
-    recorded(dir.path());
-    edited(
-        dir.path(),
-        "steps:\n  - id: summary\n",
-        "steps:\n  - id: precheck\n    type: action\n    uses: log\n    with: {message: check}\n\n  - id: summary\n",
-    );
-    let (code, out) = replay(dir.path(), &["run.json"]);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains("(PAUSED): incompatible")
-            && out.contains(
-                "step `summary` is COMPLETED in the run, but now comes after `precheck` (not in the run)"
-            ),
-        "{out}"
+    assert_incompatible(
+        &[(
+            "steps:\n  - id: summary\n",
+            "steps:\n  - id: precheck\n    type: action\n    uses: log\n    with: {message: check}\n\n  - id: summary\n",
+        )],
+        "step `summary` is COMPLETED in the run, but now comes after `precheck` (not in the run)",
     );
 }
