@@ -290,14 +290,20 @@ async fn act(
             Ok(r) if r.finished_at.is_some_and(|f| f >= until) => return Done::Skipped,
             Ok(_) => {}
             Err(EngineError::NotFound(_)) => return Done::Skipped,
-            Err(EngineError::Unavailable(_) | EngineError::ShuttingDown) => return Done::Again,
+            Err(
+                EngineError::Unavailable(_)
+                | EngineError::HeldElsewhere(_)
+                | EngineError::ShuttingDown,
+            ) => return Done::Again,
             Err(e) => return Done::Failed(engine.secrets().redact_str(&e.to_string())),
         }
     }
     match action.on(engine, workspace_id, run_id, None).await {
         Ok(_) => Done::Succeeded,
         Err(EngineError::Conflict(_) | EngineError::NotFound(_)) => Done::Skipped,
-        Err(EngineError::Unavailable(_) | EngineError::ShuttingDown) => Done::Again,
+        Err(
+            EngineError::Unavailable(_) | EngineError::HeldElsewhere(_) | EngineError::ShuttingDown,
+        ) => Done::Again,
         Err(e) => Done::Failed(engine.secrets().redact_str(&e.to_string())),
     }
 }

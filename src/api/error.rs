@@ -145,6 +145,7 @@ impl From<EngineError> for ApiError {
             EngineError::Gone(m) => ApiError::Gone(m),
             EngineError::Unauthorized(m) => ApiError::Auth(m),
             EngineError::Unavailable(m) => ApiError::Unavailable(m),
+            e @ EngineError::HeldElsewhere(_) => ApiError::Unavailable(e.to_string()),
             EngineError::ShuttingDown => {
                 ApiError::Unavailable("the server is shutting down".into())
             }

@@ -25,6 +25,12 @@ pub enum EngineError {
     /// 503: the store refuses commits; nothing was changed.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 if it reaches a caller: the run is executed by another process right now (a
+    /// shared store). The scheduler forwards the command through the inbox instead.
+    #[error(
+        "run `{0}` is being executed by another stepwise process; nothing was changed, try again"
+    )]
+    HeldElsewhere(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the engine is shutting down")]

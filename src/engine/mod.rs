@@ -34,7 +34,7 @@ use crate::model::{RUN_PREFIX, RunStatus, is_id};
 use crate::store::{RunRecord, Store};
 
 /// A request to start a run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CreateRun {
     pub workspace_id: String,
     /// A slug (latest version) or an exact `wfdef_…` id.
@@ -53,7 +53,7 @@ pub struct DefinitionChange {
 }
 
 /// What resumes a suspended run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Resume {
     /// A WAITING run at an `external_event` step.
     Signal { signal_type: String, payload: Value },

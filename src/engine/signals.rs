@@ -23,7 +23,7 @@ pub const DELIVERY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MAX_DELIVERY_ID: usize = 255;
 
 /// A signal to route by correlation value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SendSignal {
     pub workspace_id: String,
     pub signal_type: String,

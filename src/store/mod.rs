@@ -77,6 +77,26 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Inbox commands (oldest first) that this process may apply now: their run is held
+    /// by it, by no process, or by one whose lease expired, or the run is gone.
+    fn inbox_open(&self, _limit: usize) -> Result<Vec<InboxRecord>> {
+        Ok(Vec::new())
+    }
+    /// Take the answers given to these inbox commands: answered rows are returned as
+    /// (id, answer) and deleted; the others stay.
+    fn inbox_answers(&self, _ids: &[String]) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+    /// Delete answers nobody took (their caller stopped waiting) older than `before`.
+    fn sweep_inbox(&self, _before: Timestamp) -> Result<u64> {
+        Ok(0)
+    }
+    /// Notified when an inbox row was written or answered by any process (sooner than the
+    /// next poll); `None` when the store cannot tell.
+    fn inbox_wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
     fn commit(&self, writes: &[Write]) -> Result<()>;
     /// A small durable write: after commits failed, tells whether the store takes writes
     /// again when there is nothing else to commit.

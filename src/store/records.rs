@@ -291,6 +291,14 @@ pub enum Write {
     },
     /// A new alert; an alert with the same id already stored is kept as it is.
     PutAlert(Box<AlertRecord>),
+    /// A command for a run another process holds (a shared store): the owner applies it
+    /// and answers in the row (see `InboxRecord`).
+    InboxPut(Box<InboxRecord>),
+    /// The owner's answer to an inbox command, committed with what the command did.
+    InboxAnswer {
+        id: String,
+        answer: String,
+    },
     /// An attempt's result.
     UpdateAlert {
         id: String,
@@ -311,6 +319,18 @@ impl Write {
     pub fn put_step(s: StepRecord) -> Write {
         Write::PutStep(Box::new(s))
     }
+}
+
+/// A command that reached a process which does not hold its run, kept until the process
+/// that does applies it. Written in the caller's commit; the caller waits for its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxRecord {
+    /// `inbox_…`, made by the caller (it waits for the answer under this id).
+    pub id: String,
+    pub run_id: String,
+    /// The command, as JSON text (owned by the scheduler's `inbox`).
+    pub command: String,
+    pub created_at: Timestamp,
 }
 
 /// Filters and page of a run listing.

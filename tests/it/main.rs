@@ -19,6 +19,7 @@ mod exec;
 mod faults;
 mod fuzz;
 mod hardening;
+mod inbox;
 mod limits;
 mod lint_corpus;
 mod mcp;

@@ -129,6 +129,8 @@ fn redact_write(s: &Secrets, w: &mut Write) {
             }
         }
         Write::PutTimer(_)
+        | Write::InboxPut(_)
+        | Write::InboxAnswer { .. }
         | Write::DeleteTimer { .. }
         | Write::DeleteRunTimers { .. }
         | Write::PutHook(_)

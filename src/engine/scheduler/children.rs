@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::Scheduler;
+use super::inbox::{Forwarded, Waiter};
 use crate::definition::StepKind;
 use crate::engine::CreateRun;
 use crate::engine::compiled::{Compiled, violations};
@@ -133,11 +134,19 @@ impl Scheduler {
     /// Finish the parent steps of children that ended in this batch.
     pub(super) fn process_children(&mut self) {
         while let Some((parent_id, step_id, child)) = self.batch.child_done.pop() {
-            let Some(mut parent) = self
-                .get_or_load(&parent_id)
-                .map(|_| ())
-                .and_then(|()| self.active.remove(&parent_id))
-            else {
+            let loaded = self.get_or_load(&parent_id).is_some();
+            if !loaded && self.held_elsewhere() {
+                // The parent runs in another process: it hears of the end through the
+                // inbox, in the commit that records the end.
+                let cmd = Forwarded::ChildDone {
+                    parent_id: parent_id.clone(),
+                    step_id,
+                    child_id: child.id,
+                };
+                self.forward(&parent_id, &cmd, Waiter::Nobody);
+                continue;
+            }
+            let Some(mut parent) = self.active.remove(&parent_id) else {
                 continue;
             };
             if let Some(i) = parent.def.step_index(&step_id)

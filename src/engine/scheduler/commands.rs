@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::Scheduler;
+use super::inbox::{Forwarded, Waiter};
 use crate::engine::compiled::Compiled;
 use crate::engine::state::Active;
 use crate::engine::{CreateRun, EngineError, Update};
@@ -135,7 +136,14 @@ impl Scheduler {
             // Children started by `workflow` steps go with their parent.
             if let Ok(children) = self.store.child_runs(run_id) {
                 for c in children.into_iter().filter(|c| !c.status.is_terminal()) {
-                    let _ = self.cancel(None, &c.id, by);
+                    if let Err(EngineError::HeldElsewhere(id)) = self.cancel(None, &c.id, by) {
+                        let cmd = Forwarded::Cancel {
+                            workspace_id: None,
+                            run_id: id.clone(),
+                            by: by.map(str::to_string),
+                        };
+                        self.forward(&id, &cmd, Waiter::Nobody);
+                    }
                 }
             }
         }

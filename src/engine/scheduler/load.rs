@@ -94,11 +94,8 @@ impl Scheduler {
             };
             if self.held_elsewhere() && visible()? {
                 // Another live process runs it right now (a shared store): nothing was
-                // changed, and the caller may send the command again (to any process; once
-                // the run waits, or its owner stops, any process can take it).
-                return Err(EngineError::Unavailable(format!(
-                    "run `{run_id}` is being executed by another stepwise process; nothing was changed, try again"
-                )));
+                // changed here; the command goes to that process through the inbox.
+                return Err(EngineError::HeldElsewhere(run_id.to_string()));
             }
             self.evict(&[run_id.to_string()]);
             return Err(EngineError::NotFound(format!("run `{run_id}` not found")));

@@ -22,6 +22,7 @@ mod children;
 mod commands;
 mod commit;
 mod finish;
+mod inbox;
 mod limits;
 mod load;
 mod observe;
@@ -41,6 +42,7 @@ use tokio::sync::mpsc;
 pub use self::alerts::AlertOutcome;
 use self::batch::Batch;
 use self::commit::{Failing, FailureLog};
+use self::inbox::Forwarded;
 use self::timers::TimerQueue;
 use super::secrets::Secrets;
 use super::state::Active;
@@ -96,6 +98,7 @@ pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> sup
                 elsewhere: false,
                 claimed_now: false,
                 next_reclaim: std::time::Instant::now() + RECLAIM_EVERY,
+                inbox: inbox::Inbox::default(),
             };
             rt.block_on(s.run());
         })
@@ -133,6 +136,8 @@ struct Scheduler {
     claimed_now: bool,
     /// On a shared store: when to look for runs whose owner's lease expired next.
     next_reclaim: std::time::Instant,
+    /// Commands forwarded to (and from) other processes sharing the store.
+    inbox: inbox::Inbox,
 }
 
 impl Scheduler {
@@ -142,6 +147,7 @@ impl Scheduler {
 
     async fn run(mut self) {
         self.recover(true);
+        let wake = self.store.inbox_wake();
         loop {
             self.flush();
             if let Some(reply) = self.shutdown.take() {
@@ -163,6 +169,7 @@ impl Scheduler {
             }
             if self.failing.is_none() {
                 self.reclaim();
+                self.inbox_turn();
                 // Timers fire only on a committed state, so a stored row can vouch for each.
                 self.fire_timers();
                 // Rate windows open with time, not with commits.
@@ -180,11 +187,18 @@ impl Scheduler {
             // while the store fails, wait for the retry time.
             if self.batch.is_empty() || self.failing.is_some() {
                 let sleep = self.until_next_wake();
+                let notified = async {
+                    match &wake {
+                        Some(w) => w.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     cmd = self.rx.recv() => match cmd {
                         Some(c) => self.handle(c),
                         None => return,
                     },
+                    () = notified => self.inbox.poll_now(),
                     _ = tokio::time::sleep(sleep) => {}
                 }
             }
@@ -213,6 +227,10 @@ impl Scheduler {
         let next = match &self.failing {
             // Timers wait for the store; only the retry time matters.
             Some(f) => f.retry_in(),
+            None if self.store.shared() => self
+                .timers
+                .next_due(self.now())
+                .min(self.inbox.until_next()),
             None => self.timers.next_due(self.now()),
         };
         next.min(Duration::from_secs(1))
@@ -246,7 +264,13 @@ impl Scheduler {
                 reply,
             } => {
                 let r = self.cancel(Some(&workspace_id), &run_id, by.as_deref());
-                self.batch.reply(reply, r);
+                self.answer_run(reply, r, || {
+                    Some(Forwarded::Cancel {
+                        workspace_id: Some(workspace_id),
+                        run_id,
+                        by,
+                    })
+                });
             }
             Command::Resume {
                 workspace_id,
@@ -255,8 +279,17 @@ impl Scheduler {
                 actor,
                 reply,
             } => {
+                // Kept for the inbox: the command is forwarded as it came.
+                let copy = self.store.shared().then(|| resume.clone());
                 let r = self.resume(workspace_id.as_deref(), &run_id, resume, &actor);
-                self.batch.reply(reply, r);
+                self.answer_run(reply, r, || {
+                    copy.map(|resume| Forwarded::Resume {
+                        workspace_id,
+                        run_id,
+                        resume,
+                        actor,
+                    })
+                });
             }
             Command::Retry {
                 workspace_id,
@@ -265,7 +298,13 @@ impl Scheduler {
                 reply,
             } => {
                 let r = self.retry(&workspace_id, &run_id, by.as_deref());
-                self.batch.reply(reply, r);
+                self.answer_run(reply, r, || {
+                    Some(Forwarded::Retry {
+                        workspace_id,
+                        run_id,
+                        by,
+                    })
+                });
             }
             Command::Signal {
                 req,
@@ -273,8 +312,16 @@ impl Scheduler {
                 compiled,
                 reply,
             } => {
+                let copy = self.store.shared().then(|| req.clone());
+                let start = compiled.as_ref().map(|c| c.record.version_id.clone());
                 let r = self.route_signal(*req, buffer, compiled);
-                self.batch.reply(reply, r);
+                self.answer_signal(reply, r, || {
+                    copy.map(|req| Forwarded::Signal {
+                        req,
+                        buffer_ms: buffer.map(|b| u64::try_from(b.as_millis()).unwrap_or(u64::MAX)),
+                        start,
+                    })
+                });
             }
             Command::AlertDone {
                 alert,

@@ -101,8 +101,17 @@ impl Scheduler {
         let ws = req.workspace_id.as_str();
         let mut targets: Vec<(Active, usize)> = Vec::new();
         for (run_id, step_id) in self.waiting_steps(ws, &req.signal_type, &req.correlate)? {
-            let Ok(run) = self.lookup(Some(ws), &run_id) else {
-                continue;
+            let run = match self.lookup(Some(ws), &run_id) {
+                Ok(run) => run,
+                // The whole signal goes to that run's process (`inbox`), so every reached
+                // step still takes it or none does.
+                Err(e @ EngineError::HeldElsewhere(_)) => {
+                    for (run, _) in targets {
+                        self.restore(run);
+                    }
+                    return Err(e);
+                }
+                Err(_) => continue,
             };
             match run.def.step_index(&step_id) {
                 Some(i) if run.slots[i].status == StepStatus::Waiting => targets.push((run, i)),

@@ -335,6 +335,18 @@ async fn apply(tx: &Transaction<'_>, mode: Mode, w: &Write, own: &Ownership) -> 
             )
             .await?;
         }
+        Write::InboxPut(i) => {
+            exec(
+                tx,
+                mode,
+                super::inbox::PUT_SQL,
+                &[&i.id, &i.run_id, &i.command, &micros(i.created_at)],
+            )
+            .await?;
+        }
+        Write::InboxAnswer { id, answer, .. } => {
+            exec(tx, mode, super::inbox::ANSWER_SQL, &[id, answer]).await?;
+        }
         Write::UpdateAlert {
             id,
             status,

@@ -10,6 +10,7 @@
 //! Like `sqlite/`, this module is the only place that knows its SQL.
 
 mod apply;
+mod inbox;
 mod ops;
 mod owner;
 mod query;
@@ -62,6 +63,11 @@ pub struct PgStore {
     pool: Pool,
     own: owner::Ownership,
     schema: Option<String>,
+    /// Notified when another process wrote or answered an inbox row; its listener (a
+    /// connection of its own) starts when a scheduler first asks for it, so stores that
+    /// execute nothing (tools, tests' readers) do not hold one.
+    wake: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+    listener: tokio_postgres::Config,
     /// Drives the connections; shut down in the background on drop, so dropping the store
     /// inside another runtime is allowed.
     rt: Option<tokio::runtime::Runtime>,
@@ -151,6 +157,7 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| db_err(format!("cannot start the Postgres runtime: {e}")))?;
+        let listener = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -177,6 +184,8 @@ impl PgStore {
             pool,
             own,
             schema: opts.schema.clone(),
+            wake: std::sync::OnceLock::new(),
+            listener,
             rt: Some(rt),
         };
         if let Some(schema) = &opts.schema {
@@ -187,6 +196,23 @@ impl PgStore {
         }
         schema::migrate(&store)?;
         Ok(store)
+    }
+
+    /// The inbox's wake-up, its listener started on first use.
+    pub(super) fn inbox_listener(&self) -> Arc<tokio::sync::Notify> {
+        self.wake
+            .get_or_init(|| {
+                let wake = Arc::new(tokio::sync::Notify::new());
+                if let Some(rt) = &self.rt {
+                    rt.spawn(inbox::listen(
+                        self.listener.clone(),
+                        self.schema.clone().unwrap_or_default(),
+                        wake.clone(),
+                    ));
+                }
+                wake
+            })
+            .clone()
     }
 
     /// This process's name in `runs.owner`.
@@ -223,8 +249,14 @@ impl PgStore {
     }
 
     pub(in crate::store) fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.block(self.pool.get())
-            .map_err(|e| db_err(format!("cannot connect to PostgreSQL: {e}")))
+        self.block(self.pool.get()).map_err(|e| match e {
+            // The server's own reason ("too many clients already", a bad password), which
+            // the pool's message leaves out.
+            deadpool_postgres::PoolError::Backend(e) => {
+                db_err(format!("cannot connect to PostgreSQL: {}", pg_err(e)))
+            }
+            e => db_err(format!("cannot connect to PostgreSQL: {e}")),
+        })
     }
 }
 

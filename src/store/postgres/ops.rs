@@ -31,7 +31,24 @@ impl Store for PgStore {
             tx.commit().await.map_err(pg_err)
         })?;
         self.note_created(writes);
+        self.notify_inbox(writes);
         Ok(())
+    }
+
+    fn inbox_open(&self, n: usize) -> Result<Vec<crate::store::InboxRecord>> {
+        self.inbox_rows(n)
+    }
+
+    fn inbox_answers(&self, ids: &[String]) -> Result<Vec<(String, String)>> {
+        self.take_answers(ids)
+    }
+
+    fn sweep_inbox(&self, before: Timestamp) -> Result<u64> {
+        self.sweep_answers(before)
+    }
+
+    fn inbox_wake(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.inbox_listener())
     }
 
     fn shared(&self) -> bool {

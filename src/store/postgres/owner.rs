@@ -82,7 +82,14 @@ fn run_of(w: &Write) -> Option<&str> {
         Write::PutHook(h) => Some(&h.run_id),
         Write::Signal(s) => Some(&s.run_id),
         Write::PutAlert(a) => Some(&a.run_id),
-        Write::BufferSignal(_) | Write::SignalDelivery(_) | Write::UpdateAlert { .. } => None,
+        // A caller's command for a run it does not hold: nothing of that run is written.
+        // An answer commits with what its command did, so that fences it (an answer
+        // that changed nothing, e.g. a 404, has no run to fence).
+        Write::InboxPut(_)
+        | Write::InboxAnswer { .. }
+        | Write::BufferSignal(_)
+        | Write::SignalDelivery(_)
+        | Write::UpdateAlert { .. } => None,
     }
 }
 

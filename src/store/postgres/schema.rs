@@ -203,6 +203,21 @@ CREATE TABLE inbox (
 );
 CREATE INDEX inbox_open ON inbox (id) WHERE answer IS NULL;
 "#,
+    // The inbox's ids are made by the caller, which waits for the answer under its id
+    // (`store/postgres/inbox`); the first inbox was never written to.
+    r#"
+DROP TABLE inbox;
+CREATE TABLE inbox (
+    id          TEXT PRIMARY KEY,
+    run_id      TEXT NOT NULL,
+    command     TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    answer      TEXT,
+    answered_at BIGINT
+);
+CREATE INDEX inbox_open ON inbox (created_at) WHERE answer IS NULL;
+CREATE INDEX inbox_answered ON inbox (answered_at) WHERE answer IS NOT NULL;
+"#,
 ];
 
 /// Any fixed number: every stepwise process takes the same lock (per schema, since the

@@ -193,6 +193,13 @@ pub(super) fn apply_write(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite
                 a.finished_at.map(micros)
             ])?;
         }
+        // One process holds every run of an SQLite store: nothing is ever forwarded, and a
+        // write that claims otherwise must not vanish silently.
+        Write::InboxPut(_) | Write::InboxAnswer { .. } => {
+            return Err(rusqlite::Error::ToSqlConversionFailure(
+                "the inbox exists only on a shared (Postgres) store".into(),
+            ));
+        }
         Write::UpdateAlert {
             id,
             status,
