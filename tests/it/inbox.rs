@@ -380,3 +380,70 @@ async fn a_child_that_ends_in_another_process_resumes_its_parent() {
     assert_eq!(done.status, RunStatus::Completed, "{done:?}");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_idempotency_key_sent_to_two_processes_at_once_makes_one_run() {
+    if !test_backends::postgres_enabled() {
+        return;
+    }
+    let _schemas = Schemas;
+    let server = TestServer::start().await;
+    let p = pair(&server, "dupkey").await;
+    let create = |engine: Engine, key: String| async move {
+        // A client retries what it was told changed nothing.
+        for _ in 0..50 {
+            let r = engine
+                .create_run(CreateRun {
+                    workspace_id: DEFAULT_WORKSPACE.into(),
+                    definition: "busy".into(),
+                    input: json!({"order": key}),
+                    idempotency_key: Some(key.clone()),
+                    trigger: json!({"kind": "api"}),
+                })
+                .await;
+            match r {
+                Ok((run, _)) => return run.id,
+                Err(EngineError::Unavailable(_)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("create {key}: {e:?}"),
+            }
+        }
+        panic!("create {key} never succeeded");
+    };
+    let keys: Vec<String> = (0..40).map(|i| format!("order-{i}")).collect();
+    let mut calls = tokio::task::JoinSet::new();
+    for key in &keys {
+        for engine in [p.owner.clone(), p.other.clone()] {
+            let key = key.clone();
+            calls.spawn(create(engine, key.clone()).then_with(key));
+        }
+    }
+    let mut ids: std::collections::HashMap<String, Vec<String>> = Default::default();
+    while let Some(done) = calls.join_next().await {
+        let (key, id) = done.unwrap();
+        ids.entry(key).or_default().push(id);
+    }
+    for key in &keys {
+        let found = &ids[key];
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0], found[1], "two runs for {key}");
+        let stored = p.store.run_by_key(DEFAULT_WORKSPACE, key).unwrap().unwrap();
+        assert_eq!(stored.id, found[0]);
+    }
+    // A duplicate refused by the database is not a store outage.
+    for engine in [&p.owner, &p.other] {
+        assert_eq!(engine.metrics().store_errors.get(), 0);
+        assert_eq!(engine.store_error(), None);
+    }
+    p.stop().await;
+}
+
+/// Pair a future's output with a tag.
+trait ThenWith: std::future::Future + Sized {
+    fn then_with<T>(self, tag: T) -> impl std::future::Future<Output = (T, Self::Output)> {
+        async move { (tag, self.await) }
+    }
+}
+
+impl<F: std::future::Future> ThenWith for F {}

@@ -9,7 +9,7 @@ use super::batch::{Batch, Start, coalesce};
 use super::{Command, Scheduler};
 use crate::engine::EngineError;
 use crate::model::StepStatus;
-use crate::store::StoreError;
+use crate::store::{StoreError, Write};
 
 /// A store that keeps failing is reported this often, not on every retry.
 const REPORT_EVERY: Duration = Duration::from_secs(30);
@@ -144,16 +144,23 @@ impl Scheduler {
                 self.evict(&touched);
                 true
             }
-            Err(StoreError::Fenced(lost)) => {
-                // Another process took these runs over: they leave memory without side
-                // effects (their executors stop; what they did is redone by the new owner
-                // as after a crash). The other runs go back to their committed state and
-                // commit again at once.
-                let e = StoreError::Fenced(lost.clone());
+            Err(e @ (StoreError::Fenced(_) | StoreError::DuplicateKey(_))) => {
+                // Fenced: another process took these runs over. They leave memory without
+                // side effects (their executors stop; what they did is redone by the new
+                // owner as after a crash). DuplicateKey: another process created a run with
+                // the same idempotency key a moment earlier (a client that retried at
+                // another process); ours never existed. Either way the other runs go back
+                // to their committed state and commit again at once; callers of the batch
+                // hear that nothing changed, and a retried create finds the existing run.
+                let lost = match &e {
+                    StoreError::Fenced(lost) => lost.clone(),
+                    StoreError::DuplicateKey(key) => created_with_key(&writes, key),
+                    _ => Vec::new(),
+                };
                 for r in replies {
                     r(Some(&e));
                 }
-                tracing::warn!("{e}: {lost:?}; dropped from this process");
+                tracing::warn!("{e}: {lost:?} dropped from this process");
                 for (run_id, step, task) in aborts {
                     match self.active.get_mut(&run_id) {
                         Some(run) if !lost.contains(&run_id) => {
@@ -383,4 +390,15 @@ impl Scheduler {
             other => Some(other),
         }
     }
+}
+
+/// Runs the batch creates under an idempotency key.
+fn created_with_key(writes: &[Write], key: &str) -> Vec<String> {
+    writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::InsertRun(r) if r.idempotency_key.as_deref() == Some(key) => Some(r.id.clone()),
+            _ => None,
+        })
+        .collect()
 }
