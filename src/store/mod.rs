@@ -77,6 +77,12 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Hold a schedule or poll trigger for this process (asking again renews the hold):
+    /// on a shared store one process at a time fires it, and another takes it over once
+    /// its holder stops asking for a lease's time. `false`: another live process holds it.
+    fn claim_trigger(&self, _workspace_id: &str, _name: &str) -> Result<bool> {
+        Ok(true)
+    }
     /// Inbox commands (oldest first) that this process may apply now: their run is held
     /// by it, by no process, or by one whose lease expired, or the run is gone.
     fn inbox_open(&self, _limit: usize) -> Result<Vec<InboxRecord>> {

@@ -280,6 +280,12 @@ impl Triggers {
             }
             let this = self.clone();
             tasks.spawn(async move {
+                if !this.hold(&t.name).await {
+                    if let Ok(mut b) = this.busy.lock() {
+                        b.remove(&t.name);
+                    }
+                    return Ok(());
+                }
                 let r = match &t.source {
                     Source::Schedule(s) => this.schedule(&t, s).await,
                     Source::Poll(p) => this.poll(&t, p).await,
@@ -300,6 +306,25 @@ impl Triggers {
             }
         }
         failed
+    }
+
+    /// Whether this process fires the trigger now: on a store that several processes
+    /// share, one holds each schedule and poll (renewed at every tick), so a schedule
+    /// fires and a source is polled once, not once per process.
+    async fn hold(&self, name: &str) -> bool {
+        let store = self.engine.store().clone();
+        let (ws, n) = (self.workspace_id.clone(), name.to_string());
+        match crate::engine::blocking(move || store.claim_trigger(&ws, &n)).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(e)) => {
+                tracing::warn!(trigger = %name, "cannot hold the trigger: {e}");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(trigger = %name, "cannot hold the trigger: {e}");
+                false
+            }
+        }
     }
 
     pub(super) async fn state(&self, name: &str) -> Result<Value> {

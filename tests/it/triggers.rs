@@ -519,3 +519,65 @@ async fn finished_runs_are_exported_as_otlp_spans() {
     assert_eq!(spans[0]["traceId"].as_str().unwrap().len(), 32);
     let _ = add_key;
 }
+
+/// Two processes on one Postgres store: a poll is fired by one of them, and by the other
+/// once the first stops. Needs Postgres (`STEPWISE_TEST_POSTGRES`).
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_shared_store_one_process_fires_each_poll() {
+    use stepwise::store::test_backends::{self, Schemas};
+    use stepwise::store::{PgOptions, PgStore};
+
+    if !test_backends::postgres_enabled() {
+        return;
+    }
+    let _schemas = Schemas;
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = test_backends::open_postgres(&dir.path().join("t")).unwrap();
+    let mut opts = PgOptions::new(&test_backends::postgres_url().unwrap_or_default());
+    opts.schema = first.schema().map(str::to_string);
+    opts.pool_size = 4;
+    let second = PgStore::open(&opts).unwrap();
+    let clock = ManualClock::new("2026-11-23T08:30:00Z".parse().unwrap());
+    let start = |store: PgStore| {
+        Engine::start(Arc::new(store), Arc::new(clock.clone()), config(&server)).unwrap()
+    };
+    let (a, b) = (start(first), start(second));
+    a.apply_definition(DEFAULT_WORKSPACE, "target.yaml", TARGET)
+        .await
+        .unwrap()
+        .unwrap();
+    let feed = server.url("/feed");
+    let yaml = format!(
+        "trigger: tickets\nworkflow: target\npoll:\n  url: \"{feed}?after={{{{ cursor or 0 }}}}\"\n  interval: 1m\n  items: /tickets\n  key: \"{{{{ item.id }}}}\"\n  cursor: \"{{{{ items | map(attribute='id') | max if items else cursor }}}}\"\ntransform: {{ticket: \"{{{{ event.item.id }}}}\"}}\n"
+    );
+    let (ta, tb) = (
+        Triggers::new(a.clone(), DEFAULT_WORKSPACE),
+        Triggers::new(b.clone(), DEFAULT_WORKSPACE),
+    );
+    add(&ta, &yaml);
+    add(&tb, &yaml);
+    *server.shared.feed.lock().unwrap() = vec![json!({"id": 1})];
+    let polls = || {
+        server
+            .seen()
+            .iter()
+            .filter(|r| r.path.starts_with("/feed"))
+            .count()
+    };
+    tick(&ta).await;
+    assert_eq!(polls(), 1);
+    // Due again, but the first process holds the trigger: the second does not poll.
+    clock.advance(Duration::from_secs(61));
+    tick(&tb).await;
+    assert_eq!(polls(), 1, "polled by both processes");
+    tick(&ta).await;
+    assert_eq!(polls(), 2);
+    // The first process stops (and lets go): the second takes the trigger over.
+    a.shutdown().await;
+    clock.advance(Duration::from_secs(61));
+    tick(&tb).await;
+    assert_eq!(polls(), 3);
+    assert_eq!(runs(&b).len(), 1, "one run per item across both processes");
+    b.shutdown().await;
+}

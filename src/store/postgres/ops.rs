@@ -35,6 +35,10 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn claim_trigger(&self, workspace_id: &str, name: &str) -> Result<bool> {
+        self.hold_trigger(workspace_id, name)
+    }
+
     fn inbox_open(&self, n: usize) -> Result<Vec<crate::store::InboxRecord>> {
         self.inbox_rows(n)
     }

@@ -170,10 +170,31 @@ impl PgStore {
             "UPDATE runs SET owner = NULL WHERE owner = $1",
             &[&self.own.me],
         )?;
+        self.exec(
+            "DELETE FROM trigger_leases WHERE holder = $1",
+            &[&self.own.me],
+        )?;
         if let Ok(mut e) = self.own.epochs.lock() {
             e.clear();
         }
         Ok(n)
+    }
+
+    /// Hold a trigger for a lease's time: taken when free, expired or already ours.
+    pub(super) fn hold_trigger(&self, workspace_id: &str, name: &str) -> Result<bool> {
+        let held = self.row(
+            &format!(
+                "INSERT INTO trigger_leases (workspace_id, name, holder, lease_until) \
+                 VALUES ($1, $2, $3, {NOW_US} + $4) \
+                 ON CONFLICT (workspace_id, name) DO UPDATE \
+                 SET holder = EXCLUDED.holder, lease_until = EXCLUDED.lease_until \
+                 WHERE trigger_leases.holder = EXCLUDED.holder OR trigger_leases.lease_until < {NOW_US} \
+                 RETURNING 1"
+            ),
+            &[&workspace_id, &name, &self.own.me, &self.own.lease_us()],
+            |_| Ok(()),
+        )?;
+        Ok(held.is_some())
     }
 
     pub(super) fn claim(&self, id: &str) -> Result<bool> {

@@ -218,6 +218,16 @@ CREATE TABLE inbox (
 CREATE INDEX inbox_open ON inbox (created_at) WHERE answer IS NULL;
 CREATE INDEX inbox_answered ON inbox (answered_at) WHERE answer IS NOT NULL;
 "#,
+    // Which process fires each schedule and poll trigger (`owner::claim_trigger`).
+    r#"
+CREATE TABLE trigger_leases (
+    workspace_id TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    holder       TEXT NOT NULL,
+    lease_until  BIGINT NOT NULL,
+    PRIMARY KEY (workspace_id, name)
+);
+"#,
 ];
 
 /// Any fixed number: every stepwise process takes the same lock (per schema, since the
