@@ -14,6 +14,8 @@ use stepwise::store::{DEFAULT_WORKSPACE, PgStore, RunRecord, Store, Write};
 
 use crate::server::TestServer;
 
+mod takeover;
+
 const STEPS: usize = 5;
 
 /// http, transform, http, transform, http: the http steps hit the counting server.
