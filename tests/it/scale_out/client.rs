@@ -17,6 +17,9 @@ pub(super) struct Counts {
     pub(super) busy: AtomicU64,
     /// ... of which with no earlier unknown outcome of the same command.
     pub(super) busy_first: AtomicU64,
+    /// ... and of those, sent when the run showed the step waiting (no process executes
+    /// a waiting run, but one may still hold its lease).
+    pub(super) busy_waiting: AtomicU64,
     pub(super) other_5xx: AtomicU64,
     /// 409 to a command sent again after an unknown outcome, the run past the step with
     /// what we sent.
@@ -271,6 +274,9 @@ pub(super) async fn settle(
             _ => {
                 if !unknown && is_busy(&a) {
                     add(&c.counts.busy_first);
+                    if waiting {
+                        add(&c.counts.busy_waiting);
+                    }
                 }
                 unknown = true;
                 again = true;

@@ -164,7 +164,8 @@ async fn signals_and_approvals_at_random_processes_survive_kill_9() {
     let busy = get(&n.busy);
     eprintln!(
         "crash test: {RUNS} runs, {} kills in {driven:.1?} (checked in {:.1?}); {} requests: \
-         {} unreachable, {busy} answered 503 busy ({} of them to a command's first try), \
+         {} unreachable, {busy} answered 503 busy ({} of them to a command's first try, {} of those while \
+         its step waited), \
          {} other 5xx; {} commands found delivered by reading the run after an unknown \
          outcome ({} of them after a 409); {} 409 to commands sent before their step waited; \
          {repeated} calls repeated (in flight at a kill)",
@@ -173,6 +174,7 @@ async fn signals_and_approvals_at_random_processes_survive_kill_9() {
         get(&n.requests),
         get(&n.unreachable),
         get(&n.busy_first),
+        get(&n.busy_waiting),
         get(&n.other_5xx),
         get(&n.settled_by_reading),
         get(&n.accepted_409),
