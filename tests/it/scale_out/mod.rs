@@ -4,8 +4,8 @@
 //! every run completes and every step completion is recorded exactly once. `crash` (with
 //! `client` and `cluster`): issue 11's test, approvals and signals sent to random
 //! processes while they are killed. `takeover`: a command that claims a stopped process's
-//! run. Needs Postgres (`STEPWISE_TEST_POSTGRES`); without it the tests pass at once and
-//! say so.
+//! run. `wait`: a wait for a run at a process that does not execute it. Needs Postgres
+//! (`STEPWISE_TEST_POSTGRES`); without it the tests pass at once and say so.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -22,6 +22,7 @@ mod client;
 mod cluster;
 mod crash;
 mod takeover;
+mod wait;
 
 const STEPS: usize = 5;
 
