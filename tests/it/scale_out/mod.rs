@@ -4,8 +4,9 @@
 //! every run completes and every step completion is recorded exactly once. `crash` (with
 //! `client` and `cluster`): issue 11's test, approvals and signals sent to random
 //! processes while they are killed. `takeover`: a command that claims a stopped process's
-//! run. `wait`: a wait for a run at a process that does not execute it. Needs Postgres
-//! (`STEPWISE_TEST_POSTGRES`); without it the tests pass at once and say so.
+//! run. `wait`: a wait for a run, and a child run's end, at a process that does not
+//! execute the run. Needs Postgres (`STEPWISE_TEST_POSTGRES`); without it the tests pass
+//! at once and say so.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
