@@ -60,6 +60,22 @@ impl Procs {
         self.children[slot] = self.spawn(slot);
     }
 
+    /// Start again the processes that exited by themselves (none should: a process that
+    /// cannot reach the database at start exits), and say which.
+    pub(super) fn revive(&mut self) -> Vec<String> {
+        let mut exited = Vec::new();
+        for slot in 0..3 {
+            if let Ok(Some(status)) = self.children[slot].try_wait() {
+                exited.push(format!(
+                    "process {slot} (start {}) exited by itself: {status}",
+                    self.started[slot]
+                ));
+                self.restart(slot);
+            }
+        }
+        exited
+    }
+
     pub(super) fn stop(&mut self) {
         for slot in 0..3 {
             self.kill(slot);
@@ -89,6 +105,9 @@ impl Procs {
 /// The counting server notes a request when its handler runs, which on the busy test
 /// runtime can be a little after the request was sent (µs).
 pub(super) const RECORDING_LAG: i64 = 500_000;
+
+/// The test's own queries answer within this or count as no answer.
+const QUERY_LIMIT: Duration = Duration::from_secs(5);
 
 /// A kill -9: when it was done (on the counting server's clock, µs) and the runs the
 /// process held then (those it was executing; a call of theirs may be made again).
@@ -127,10 +146,10 @@ impl Db {
             "SELECT id FROM \"{}\".runs WHERE split_part(owner, ':', 2) = $1",
             self.schema
         );
-        c.query(&sql, &[&pid.to_string()])
-            .await
-            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
-            .unwrap_or_default()
+        match tokio::time::timeout(QUERY_LIMIT, c.query(&sql, &[&pid.to_string()])).await {
+            Ok(Ok(rows)) => rows.iter().map(|r| r.get(0)).collect(),
+            _ => HashSet::new(),
+        }
     }
 
     /// Each unfinished run's owner, epoch and how long its lease still runs.
@@ -144,7 +163,8 @@ impl Db {
              FROM \"{}\".runs WHERE status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')",
             self.schema
         );
-        for row in c.query(&sql, &[]).await.unwrap_or_default() {
+        let rows = tokio::time::timeout(QUERY_LIMIT, c.query(&sql, &[])).await;
+        for row in rows.ok().and_then(Result::ok).unwrap_or_default() {
             let id: String = row.get(0);
             let owner: Option<String> = row.get(1);
             let epoch: i64 = row.get(2);

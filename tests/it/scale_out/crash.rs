@@ -109,6 +109,7 @@ async fn signals_and_approvals_at_random_processes_survive_kill_9() {
     let mut failures: Vec<String> = Vec::new();
     let mut next_kill = Instant::now() + between_kills();
     let mut calm_since: Option<Instant> = None;
+    let mut exited: Vec<String> = Vec::new();
     while !clients.is_empty() {
         let calm_over = calm_since.is_some_and(|t| t.elapsed() > CALM);
         if began.elapsed() > DEADLINE || calm_over {
@@ -128,6 +129,7 @@ async fn signals_and_approvals_at_random_processes_survive_kill_9() {
             Ok(Some(Err(e))) => failures.push(format!("a client panicked: {e}")),
             _ => {}
         }
+        exited.extend(procs.revive());
         if calm_since.is_none() && clients.len() <= LAST_RUNS {
             calm_since = Some(Instant::now());
         }
@@ -180,6 +182,10 @@ async fn signals_and_approvals_at_random_processes_survive_kill_9() {
         get(&n.accepted_409),
         get(&n.early_409),
     );
+    if !exited.is_empty() {
+        // Not the engine's fault when the shared database refused connections at a start.
+        eprintln!("restarted after exiting by themselves: {exited:?}");
+    }
     assert!(
         failures.is_empty(),
         "{} clients failed:\n{}\n{}",
