@@ -214,43 +214,48 @@ pub(super) async fn settle(
     let resume = format!("{path}/resume");
     let mut unknown = false;
     let mut conflict = false;
-    // The last send's outcome is unknown: send again at once (to another process).
+    // The last send's outcome is unknown: send it again at once to another process, without
+    // reading the run first; a 409 then is checked by reading.
     let mut again = false;
+    let mut waiting = false;
     loop {
-        let Answer::Status(200, run) = c.send(None, &path).await else {
-            pause().await;
-            continue;
-        };
-        let status = run["data"]["status"].as_str().unwrap_or_default();
-        let s = run["data"]["steps"]
-            .as_array()
-            .and_then(|steps| steps.iter().find(|s| s["name"] == step))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let waiting = match s["status"].as_str().unwrap_or_default() {
-            "COMPLETED" if &s["output"] == output && unknown => {
-                add(&c.counts.settled_by_reading);
-                if conflict {
-                    add(&c.counts.accepted_409);
-                }
-                return Ok(());
-            }
-            "COMPLETED" => {
-                return Err(format!(
-                    "{step} of {id} completed with {} though we sent {output} with no unknown outcome",
-                    s["output"]
-                ));
-            }
-            _ if ["COMPLETED", "FAILED", "CANCELLED"].contains(&status) => {
-                return Err(format!("run {id} is {status} before {what}: {run}"));
-            }
-            "WAITING" => true,
-            _ if again || fastrand::u8(..4) == 0 => false,
-            _ => {
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(150..400))).await;
+        if !again {
+            let Answer::Status(200, run) = c.send(None, &path).await else {
+                pause().await;
                 continue;
-            }
-        };
+            };
+            let status = run["data"]["status"].as_str().unwrap_or_default();
+            let s = run["data"]["steps"]
+                .as_array()
+                .and_then(|steps| steps.iter().find(|s| s["name"] == step))
+                .cloned()
+                .unwrap_or(Value::Null);
+            waiting = match s["status"].as_str().unwrap_or_default() {
+                "COMPLETED" if &s["output"] == output && unknown => {
+                    add(&c.counts.settled_by_reading);
+                    if conflict {
+                        add(&c.counts.accepted_409);
+                    }
+                    return Ok(());
+                }
+                "COMPLETED" => {
+                    return Err(format!(
+                        "{step} of {id} completed with {} though we sent {output} with no unknown outcome",
+                        s["output"]
+                    ));
+                }
+                _ if ["COMPLETED", "FAILED", "CANCELLED"].contains(&status) => {
+                    return Err(format!("run {id} is {status} before {what}: {run}"));
+                }
+                "WAITING" => true,
+                _ if fastrand::u8(..4) == 0 => false,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(150..400))).await;
+                    continue;
+                }
+            };
+            conflict = false;
+        }
         let a = c.send(Some(body), &resume).await;
         note(board, i, |p| {
             p.attempts += 1;
@@ -258,11 +263,11 @@ pub(super) async fn settle(
         });
         match &a {
             Answer::Status(200, _) => return Ok(()),
-            Answer::Status(409, _) if !waiting => {
-                add(&c.counts.early_409);
+            Answer::Status(409, _) if unknown => {
+                conflict = true;
                 again = false;
             }
-            Answer::Status(409, _) if unknown => conflict = true,
+            Answer::Status(409, _) if !waiting => add(&c.counts.early_409),
             Answer::Status(409, answer) => {
                 return Err(format!(
                     "{what} for {id}: 409 with no earlier unknown outcome: {answer}"
