@@ -1,5 +1,6 @@
-//! A run whose process stopped can be claimed by a command before any takeover pass finds
-//! it: the process that claims it must recover it as a takeover would.
+//! Claims by commands: a run whose process stopped can be claimed by a command before any
+//! takeover pass finds it (the process that claims it must recover it as a takeover
+//! would), and a command refused on a waiting run must not leave the run held.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -119,5 +120,68 @@ async fn a_command_that_claims_a_stopped_processs_run_recovers_its_steps() {
         .filter(|e| e.kind == EventKind::StepRecovered)
         .count();
     assert_eq!(recovered, 1);
+    b.shutdown().await;
+}
+
+/// A command a process refuses (here a decision that is not an option) claimed the waiting
+/// run to judge it: the run must not stay held by that process for a lease, or every
+/// other process answers the corrected command 503 until the lease runs out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_command_lets_go_of_the_waiting_run_it_claimed() {
+    if !test_backends::postgres_enabled() {
+        return;
+    }
+    let _schemas = Schemas;
+    let (url, store) = database("refused");
+    let (a, b) = (engine(&url), engine(&url));
+    let def = "id: refused\nsteps:\n  - id: review\n    type: approval\n    message: Go on?\n    options: [approve, reject]\n";
+    a.apply_definition(DEFAULT_WORKSPACE, "refused.yaml", def)
+        .await
+        .unwrap()
+        .unwrap();
+    let (run, _) = a
+        .create_run(CreateRun {
+            workspace_id: DEFAULT_WORKSPACE.into(),
+            definition: "refused".into(),
+            input: json!({}),
+            idempotency_key: None,
+            trigger: json!({"kind": "api"}),
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.run(&run.id).unwrap().unwrap().status != RunStatus::Paused {
+        assert!(Instant::now() < deadline, "the run never paused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let decide = |input: &str| Resume::Approval {
+        step: "review".into(),
+        input: json!(input),
+    };
+    let refused = a
+        .resume(DEFAULT_WORKSPACE, &run.id, decide("maybe"), "test")
+        .await;
+    assert!(
+        matches!(refused, Err(EngineError::Validation { .. })),
+        "{refused:?}"
+    );
+    // The leases here are 300 s: only a release lets B take the run before that.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match b
+            .resume(DEFAULT_WORKSPACE, &run.id, decide("approve"), "test")
+            .await
+        {
+            Ok(done) => {
+                assert_eq!(done.status, RunStatus::Completed);
+                break;
+            }
+            Err(EngineError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("B could not approve: {e:?}"),
+        }
+    }
+    a.shutdown().await;
     b.shutdown().await;
 }
