@@ -33,6 +33,10 @@ use crate::diagnostics::{Diagnostic, SourceFile};
 use crate::model::{RUN_PREFIX, RunStatus, is_id};
 use crate::store::{RunRecord, Store};
 
+/// How often a wait for a run re-reads it on a shared store (where another process may
+/// execute it): the most a `?wait=` answer lags behind the run there.
+const SHARED_REREAD: Duration = Duration::from_millis(250);
+
 /// A request to start a run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CreateRun {
@@ -479,13 +483,22 @@ impl Engine {
     ) -> Result<RunRecord> {
         let mut updates = self.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        // On a shared store another process may execute the run, and its updates are
+        // broadcast there: the stored run is read again now and then.
+        let shared = self.inner.store.shared();
         let mut run = self.run(workspace_id, run_id).await?;
         loop {
             if done(run.status) {
                 return Ok(run);
             }
             let changed = loop {
-                match tokio::time::timeout_at(deadline, updates.recv()).await {
+                let wake = if shared {
+                    deadline.min(tokio::time::Instant::now() + SHARED_REREAD)
+                } else {
+                    deadline
+                };
+                match tokio::time::timeout_at(wake, updates.recv()).await {
+                    Err(_) if wake < deadline => break true,
                     Err(_) => return Ok(run),
                     Ok(Ok(u)) if u.run_id == run_id => break true,
                     Ok(Ok(_)) => {}

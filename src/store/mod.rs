@@ -69,7 +69,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<String>> {
         self.run_ids_with_status(statuses)
     }
-    /// The run left this process's memory: its next load claims it again.
+    /// The run left this process's memory: its next load claims it again. A shared store
+    /// lets go of it soon after if it is waiting or finished and still held by this process
+    /// (a command refused on it changed nothing, so nothing released it).
     fn forget_run(&self, _id: &str) {}
     /// Let go of every run this process holds (a graceful stop): other processes take them
     /// at once instead of after the lease. Returns how many.

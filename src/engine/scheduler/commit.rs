@@ -245,7 +245,7 @@ impl Scheduler {
         self.timers.reload_soon();
         for id in ids {
             let old = self.active.remove(&id);
-            if self.get_or_load(&id).is_none() && self.held_elsewhere() {
+            if !self.reload(&id) && self.held_elsewhere() {
                 if let Some(old) = old {
                     for t in old.tasks.values() {
                         t.abort();

@@ -19,59 +19,99 @@ impl Scheduler {
         self.elsewhere
     }
 
+    /// The run in memory, loaded (claimed first) if it is not. A run that is loaded here
+    /// unfinished was being executed by a process that stopped (this one before a restart,
+    /// or another that was killed or let go of it): it is recovered as a takeover would,
+    /// whoever claimed it (a takeover pass, a command, a timer), or the steps it had in
+    /// flight would never run again while this process renews its lease.
     pub(super) fn get_or_load(&mut self, id: &str) -> Option<&mut Active> {
         self.elsewhere = false;
         if !self.active.contains_key(id) {
-            // On a shared store the run is claimed first: another live process may run it
-            // (recovery loads runs `claim_orphans` just claimed).
-            let claimed = if self.claimed_now {
-                Ok(true)
-            } else {
-                self.store.claim_run(id)
-            };
-            match claimed {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.elsewhere = true;
-                    return None;
-                }
-                Err(e) => {
-                    tracing::error!("cannot claim run {id}: {e}");
-                    return None;
-                }
+            if !self.load(id) {
+                return None;
             }
-            let rec = match self.store.run(id) {
-                Ok(Some(r)) => r,
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::error!("cannot load run {id}: {e}");
-                    return None;
-                }
-            };
-            let def = match self
-                .store
-                .definition(&rec.workspace_id, &rec.definition_id)
-                .map_err(|e| e.to_string())
-                .and_then(|d| d.ok_or_else(|| "its definition version is missing".to_string()))
-                .and_then(|d| self.engine.compiled_record(d).map_err(|e| e.to_string()))
-            {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!("cannot load the definition of run {id}: {e}");
-                    return None;
-                }
-            };
-            let steps = match self.store.steps(id) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cannot load the steps of run {id}: {e}");
-                    return None;
-                }
-            };
-            self.active
-                .insert(id.to_string(), Active::load(rec, def, steps));
+            self.take_over(id);
         }
         self.active.get_mut(id)
+    }
+
+    /// Read a run this process had in memory back from its committed rows (after a
+    /// refused commit): its executors are still running, so nothing is recovered.
+    pub(super) fn reload(&mut self, id: &str) -> bool {
+        self.elsewhere = false;
+        self.load(id)
+    }
+
+    /// Claim a run (unless recovery just did) and read it into memory.
+    fn load(&mut self, id: &str) -> bool {
+        // On a shared store the run is claimed first: another live process may run it
+        // (recovery loads runs `claim_orphans` just claimed).
+        let claimed = if self.claimed_now {
+            Ok(true)
+        } else {
+            self.store.claim_run(id)
+        };
+        match claimed {
+            Ok(true) => {}
+            Ok(false) => {
+                self.elsewhere = true;
+                return false;
+            }
+            Err(e) => {
+                tracing::error!("cannot claim run {id}: {e}");
+                return false;
+            }
+        }
+        let rec = match self.store.run(id) {
+            Ok(Some(r)) => r,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::error!("cannot load run {id}: {e}");
+                return false;
+            }
+        };
+        let def = match self
+            .store
+            .definition(&rec.workspace_id, &rec.definition_id)
+            .map_err(|e| e.to_string())
+            .and_then(|d| d.ok_or_else(|| "its definition version is missing".to_string()))
+            .and_then(|d| self.engine.compiled_record(d).map_err(|e| e.to_string()))
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("cannot load the definition of run {id}: {e}");
+                return false;
+            }
+        };
+        let steps = match self.store.steps(id) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot load the steps of run {id}: {e}");
+                return false;
+            }
+        };
+        self.active
+            .insert(id.to_string(), Active::load(rec, def, steps));
+        true
+    }
+
+    /// A PENDING or RUNNING run just loaded goes on here: its in-flight steps run again,
+    /// it takes its place in its workflow's queue, and it is advanced after the next commit.
+    fn take_over(&mut self, id: &str) {
+        let unfinished = self
+            .active
+            .get(id)
+            .is_some_and(|r| matches!(r.rec.status, RunStatus::Pending | RunStatus::Running));
+        if !unfinished {
+            return;
+        }
+        self.prepare_recovered(id);
+        // Oldest first: limited workflows start their PENDING runs in this order.
+        if let Some(run) = self.active.remove(id) {
+            self.enqueue_run(&run);
+            self.active.insert(id.to_string(), run);
+        }
+        self.batch.touched.insert(id.to_string());
     }
 
     /// Take a run out of memory for a command (loading it if needed); 404 for an unknown
@@ -118,7 +158,7 @@ impl Scheduler {
     /// Steps in flight when the process stopped run again (same attempt, same
     /// Idempotency-Key, marked in the trace); failed attempts with retries left get their
     /// next attempt.
-    pub(super) fn prepare_recovered(&mut self, id: &str) {
+    fn prepare_recovered(&mut self, id: &str) {
         let Some(run) = self.active.get_mut(id) else {
             return;
         };
@@ -198,17 +238,8 @@ impl Scheduler {
         }
         for id in ids {
             self.claimed_now = true;
-            let loaded = self.get_or_load(&id).is_some();
+            self.get_or_load(&id);
             self.claimed_now = false;
-            if loaded {
-                self.prepare_recovered(&id);
-                // Oldest first: limited workflows start their PENDING runs in this order.
-                if let Some(run) = self.active.remove(&id) {
-                    self.enqueue_run(&run);
-                    self.active.insert(id.clone(), run);
-                }
-                self.batch.touched.insert(id);
-            }
         }
     }
 

@@ -179,6 +179,7 @@ impl PgStore {
             own.me.clone(),
             opts.lease,
             own.epochs.clone(),
+            own.released.clone(),
         ));
         let store = Self {
             pool,

@@ -73,7 +73,7 @@ impl Store for PgStore {
     }
 
     fn forget_run(&self, id: &str) {
-        self.own.forget(id);
+        self.own.let_go(id);
     }
 
     fn release_all(&self) -> Result<u64> {

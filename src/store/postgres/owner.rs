@@ -26,7 +26,12 @@ pub(super) struct Ownership {
     pub me: String,
     pub lease: Duration,
     pub epochs: std::sync::Arc<std::sync::Mutex<HashMap<String, i64>>>,
+    /// Runs that left memory waiting or finished, with the epoch they were held at: the
+    /// heartbeat task lets go of those still held at it.
+    pub released: Released,
 }
+
+pub(super) type Released = std::sync::Arc<std::sync::Mutex<Vec<(String, i64)>>>;
 
 impl Ownership {
     pub fn new(lease: Duration) -> Self {
@@ -43,6 +48,7 @@ impl Ownership {
             me,
             lease,
             epochs: std::sync::Arc::new(std::sync::Mutex::new(HashMap::new())),
+            released: Released::default(),
         }
     }
 
@@ -60,9 +66,19 @@ impl Ownership {
         self.epochs.lock().ok().and_then(|e| e.get(id).copied())
     }
 
-    pub fn forget(&self, id: &str) {
-        if let Ok(mut e) = self.epochs.lock() {
-            e.remove(id);
+    pub fn forget(&self, id: &str) -> Option<i64> {
+        self.epochs.lock().ok().and_then(|mut e| e.remove(id))
+    }
+
+    /// The run left memory needing no process (it waits on rows or finished): let go of it
+    /// if it is still held at this epoch. Most are released by the commit that made them
+    /// wait; a run claimed by a command that changed nothing (refused) would otherwise stay
+    /// held, and refused at every other process, until its lease ran out.
+    pub fn let_go(&self, id: &str) {
+        if let Some(epoch) = self.forget(id)
+            && let Ok(mut r) = self.released.lock()
+        {
+            r.push((id.to_string(), epoch));
         }
     }
 }
@@ -267,11 +283,18 @@ pub(super) async fn heartbeat(
     me: String,
     lease: Duration,
     epochs: std::sync::Arc<std::sync::Mutex<HashMap<String, i64>>>,
+    released: Released,
 ) {
     let lease_us = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
     let every = (lease / 3).max(Duration::from_millis(100));
+    let mut renewed = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(RELEASE_EVERY.min(every)).await;
+        let_go(&pool, &me, &released).await;
+        if renewed.elapsed() < every {
+            continue;
+        }
+        renewed = tokio::time::Instant::now();
         let ids: Vec<String> = match epochs.lock() {
             Ok(e) => e.keys().cloned().collect(),
             Err(_) => continue,
@@ -288,5 +311,28 @@ pub(super) async fn heartbeat(
         if let Err(e) = client.execute(&sql, &[&me, &lease_us, &ids]).await {
             tracing::warn!("cannot renew the leases of this process: {}", pg_err(e));
         }
+    }
+}
+
+/// How soon a run that left memory waiting is let go of (when its commit did not).
+const RELEASE_EVERY: Duration = Duration::from_millis(100);
+
+/// Let go, in one statement, of the runs [`Ownership::let_go`] queued that are still held
+/// by this process at the same epoch and need no process (a later claim, here or
+/// elsewhere, moved the epoch on and keeps its run).
+async fn let_go(pool: &Pool, me: &str, released: &Released) {
+    let batch: Vec<(String, i64)> = match released.lock() {
+        Ok(mut r) if !r.is_empty() => std::mem::take(&mut *r),
+        _ => return,
+    };
+    let (ids, epochs): (Vec<String>, Vec<i64>) = batch.into_iter().unzip();
+    let Ok(client) = pool.get().await else {
+        return;
+    };
+    let sql = "UPDATE runs r SET owner = NULL FROM unnest($2::TEXT[], $3::BIGINT[]) AS f(id, epoch) \
+               WHERE r.id = f.id AND r.epoch = f.epoch AND r.owner = $1 \
+               AND r.status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'WAITING', 'PAUSED')";
+    if let Err(e) = client.execute(sql, &[&me, &ids, &epochs]).await {
+        tracing::warn!("cannot let go of waiting runs: {}", pg_err(e));
     }
 }

@@ -1,7 +1,12 @@
-//! Several real `stepwise serve` processes on one Postgres database (a fresh schema):
-//! kill -9 a random one every second and start it again, or pause one past its lease; every
-//! run completes and every step completion is recorded exactly once. Needs Postgres
-//! (`STEPWISE_TEST_POSTGRES`); without it the tests pass at once and say so.
+//! Several real `stepwise serve` processes on one Postgres database (a fresh schema).
+//! Here: kill -9 a random one every 700 ms and start it again (runs that only execute: a
+//! dense kill rate, so takeovers are themselves taken over), or pause one past its lease;
+//! every run completes and every step completion is recorded exactly once. `crash` (with
+//! `client` and `cluster`): issue 11's test, approvals and signals sent to random
+//! processes while they are killed. `takeover`: a command that claims a stopped process's
+//! run. `wait`: a wait for a run, and a child run's end, at a process that does not
+//! execute the run. Needs Postgres (`STEPWISE_TEST_POSTGRES`); without it the tests pass
+//! at once and say so.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +18,12 @@ use stepwise::store::test_backends::{self, Schemas};
 use stepwise::store::{DEFAULT_WORKSPACE, PgStore, RunRecord, Store, Write};
 
 use crate::server::TestServer;
+
+mod client;
+mod cluster;
+mod crash;
+mod takeover;
+mod wait;
 
 const STEPS: usize = 5;
 
@@ -81,22 +92,31 @@ fn create_runs(store: &PgStore, server: &TestServer, n: usize) -> Vec<String> {
 }
 
 fn serve(url: &str, dir: &std::path::Path) -> Child {
+    serve_on(url, dir, "127.0.0.1:0", Stdio::null())
+}
+
+/// A `stepwise serve` process on `addr` with a 2 s lease and 8 connections, its log
+/// (stderr) to `log`.
+fn serve_on(url: &str, dir: &std::path::Path, addr: &str, log: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_stepwise"))
         .args([
             "serve",
             "--insecure-no-auth",
             "--addr",
-            "127.0.0.1:0",
+            addr,
             "--lease",
             "2s",
+            // Three processes and their restarts stay well under max_connections (100),
+            // beside the other tests that share the server.
             "--db-pool",
-            "6",
+            "8",
             "--db",
         ])
         .arg(url)
         .current_dir(dir)
+        .env("RUST_LOG", "stepwise=info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
 }
