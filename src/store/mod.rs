@@ -69,6 +69,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<String>> {
         self.run_ids_with_status(statuses)
     }
+    /// Whether this process still holds a run it has in memory (its epoch is current):
+    /// false once another process took it over (a lapsed lease), so an answer derived
+    /// from the copy in memory would be stale.
+    fn holds(&self, _id: &str) -> Result<bool> {
+        Ok(true)
+    }
     /// The run left this process's memory: its next load claims it again. A shared store
     /// lets go of it soon after if it is waiting or finished and still held by this process
     /// (a command refused on it changed nothing, so nothing released it).

@@ -320,7 +320,7 @@ impl Scheduler {
     }
 
     /// Runs another process took over leave memory: executors stopped, results dropped.
-    fn drop_lost(&mut self, lost: &[String]) {
+    pub(super) fn drop_lost(&mut self, lost: &[String]) {
         for id in lost {
             if let Some(run) = self.active.remove(id) {
                 for t in run.tasks.values() {

@@ -121,6 +121,19 @@ impl Scheduler {
         workspace_id: Option<&str>,
         run_id: &str,
     ) -> crate::engine::Result<Active> {
+        // On a shared store a copy in memory may be stale: this process's lease lapsed (a
+        // stall) and another took the run over. Writes are fenced at the commit, but a
+        // refusal writes nothing, so the copy must prove itself before it answers. A run
+        // with writes in this batch is proven by the batch's fence (its answer waits for
+        // the commit).
+        if self.store.shared()
+            && self.active.contains_key(run_id)
+            && !self.batch.touched.contains(run_id)
+            && !self.store.holds(run_id)?
+        {
+            tracing::warn!("run {run_id} was taken over by another process; dropped from this one");
+            self.drop_lost(&[run_id.to_string()]);
+        }
         let found = self
             .get_or_load(run_id)
             .is_some_and(|r| workspace_id.is_none_or(|ws| ws == r.rec.workspace_id));

@@ -35,6 +35,10 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn holds(&self, id: &str) -> Result<bool> {
+        self.holds_run(id)
+    }
+
     fn claim_trigger(&self, workspace_id: &str, name: &str) -> Result<bool> {
         self.hold_trigger(workspace_id, name)
     }

@@ -196,6 +196,19 @@ impl PgStore {
         Ok(n)
     }
 
+    pub(super) fn holds_run(&self, id: &str) -> Result<bool> {
+        let Some(epoch) = self.own.epoch(id) else {
+            return Ok(false);
+        };
+        // Released (waiting, finished) but not claimed since: the copy is still current.
+        let row = self.row(
+            "SELECT 1 FROM runs WHERE id = $1 AND epoch = $2 AND (owner = $3 OR owner IS NULL)",
+            &[&id, &epoch, &self.own.me],
+            |_| Ok(()),
+        )?;
+        Ok(row.is_some())
+    }
+
     /// Hold a trigger for a lease's time: taken when free, expired or already ours.
     pub(super) fn hold_trigger(&self, workspace_id: &str, name: &str) -> Result<bool> {
         let held = self.row(

@@ -218,6 +218,9 @@ pub(super) async fn settle(
     // reading the run first; a 409 then is checked by reading.
     let mut again = false;
     let mut waiting = false;
+    // Every answer to a send, for the message if the run disagrees with them.
+    let mut sent: Vec<String> = Vec::new();
+    let began = std::time::Instant::now();
     loop {
         if !again {
             let Answer::Status(200, run) = c.send(None, &path).await else {
@@ -240,7 +243,7 @@ pub(super) async fn settle(
                 }
                 "COMPLETED" => {
                     return Err(format!(
-                        "{step} of {id} completed with {} though we sent {output} with no unknown outcome",
+                        "{step} of {id} completed with {} though we sent {output} with no unknown outcome; answers: {sent:?}",
                         s["output"]
                     ));
                 }
@@ -257,6 +260,11 @@ pub(super) async fn settle(
             conflict = false;
         }
         let a = c.send(Some(body), &resume).await;
+        sent.push(format!(
+            "{:?} waiting={waiting}: {}",
+            began.elapsed(),
+            short(&a)
+        ));
         note(board, i, |p| {
             p.attempts += 1;
             p.last = short(&a);

@@ -204,7 +204,10 @@ async fn signals_and_approvals_at_random_processes_survive_kill_9() {
             kept.display()
         );
     }
-    assert_eq!(busy, 0, "commands answered 503 because another process held their run");
+    assert_eq!(
+        busy, 0,
+        "commands answered 503 because another process held their run"
+    );
 }
 
 /// The trace of the first runs a problem names, with times.
