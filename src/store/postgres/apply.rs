@@ -344,8 +344,14 @@ async fn apply(tx: &Transaction<'_>, mode: Mode, w: &Write, own: &Ownership) -> 
             )
             .await?;
         }
-        Write::InboxAnswer { id, answer, .. } => {
-            exec(tx, mode, super::inbox::ANSWER_SQL, &[id, answer]).await?;
+        Write::InboxAnswer { id, answer } => {
+            let n = exec(tx, mode, super::inbox::ANSWER_SQL, &[id, answer]).await?;
+            // Answered already (or taken): another process applied this command. Its
+            // effects must not commit twice, so the batch fails like a fenced one and is
+            // rebuilt without them.
+            if mode == Mode::Execute && n == 0 {
+                return Err(StoreError::Fenced(Vec::new()));
+            }
         }
         Write::UpdateAlert {
             id,
