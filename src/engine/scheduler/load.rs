@@ -11,6 +11,8 @@ use crate::store::TimerKind;
 
 /// Runs taken over in one go on a shared store (the next pass takes more).
 const RECLAIM_LIMIT: usize = 1000;
+/// Runs loaded with one store call.
+const LOAD_CHUNK: usize = 500;
 
 impl Scheduler {
     /// Whether a run not in memory is held by another process (a shared store): claiming
@@ -22,14 +24,8 @@ impl Scheduler {
     pub(super) fn get_or_load(&mut self, id: &str) -> Option<&mut Active> {
         self.elsewhere = false;
         if !self.active.contains_key(id) {
-            // On a shared store the run is claimed first: another live process may run it
-            // (recovery loads runs `claim_orphans` just claimed).
-            let claimed = if self.claimed_now {
-                Ok(true)
-            } else {
-                self.store.claim_run(id)
-            };
-            match claimed {
+            // On a shared store the run is claimed first: another live process may run it.
+            match self.store.claim_run(id) {
                 Ok(true) => {}
                 Ok(false) => {
                     self.elsewhere = true;
@@ -40,38 +36,51 @@ impl Scheduler {
                     return None;
                 }
             }
-            let rec = match self.store.run(id) {
-                Ok(Some(r)) => r,
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::error!("cannot load run {id}: {e}");
-                    return None;
-                }
-            };
-            let def = match self
-                .store
-                .definition(&rec.workspace_id, &rec.definition_id)
-                .map_err(|e| e.to_string())
-                .and_then(|d| d.ok_or_else(|| "its definition version is missing".to_string()))
-                .and_then(|d| self.engine.compiled_record(d).map_err(|e| e.to_string()))
-            {
+            self.load_claimed(&[id.to_string()]);
+        }
+        self.active.get_mut(id)
+    }
+
+    /// Load runs this process has claimed into memory (those already there stay as they
+    /// are): their rows in one store call, each definition version read once at most.
+    fn load_claimed(&mut self, ids: &[String]) {
+        let loaded = match self.store.runs_with_steps(ids) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot load runs {ids:?}: {e}");
+                return;
+            }
+        };
+        for (rec, steps) in loaded {
+            if self.active.contains_key(&rec.id) {
+                continue;
+            }
+            let def = match self.compiled_of(&rec.workspace_id, &rec.definition_id) {
                 Ok(d) => d,
                 Err(e) => {
-                    tracing::error!("cannot load the definition of run {id}: {e}");
-                    return None;
-                }
-            };
-            let steps = match self.store.steps(id) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cannot load the steps of run {id}: {e}");
-                    return None;
+                    tracing::error!("cannot load the definition of run {}: {e}", rec.id);
+                    continue;
                 }
             };
             self.active
-                .insert(id.to_string(), Active::load(rec, def, steps));
+                .insert(rec.id.clone(), Active::load(rec, def, steps));
         }
-        self.active.get_mut(id)
+    }
+
+    /// A run's definition version: compiled already in this process, or read and compiled.
+    fn compiled_of(
+        &self,
+        workspace_id: &str,
+        version_id: &str,
+    ) -> Result<std::sync::Arc<crate::engine::compiled::Compiled>, String> {
+        if let Some(c) = self.engine.compiled_cached(workspace_id, version_id) {
+            return Ok(c);
+        }
+        self.store
+            .definition(workspace_id, version_id)
+            .map_err(|e| e.to_string())
+            .and_then(|d| d.ok_or_else(|| "its definition version is missing".to_string()))
+            .and_then(|d| self.engine.compiled_record(d).map_err(|e| e.to_string()))
     }
 
     /// Take a run out of memory for a command (loading it if needed); 404 for an unknown
@@ -199,11 +208,17 @@ impl Scheduler {
         if !ids.is_empty() {
             tracing::info!("recovering {} unfinished runs", ids.len());
         }
+        // A full page: more may be waiting (a backlog, a large takeover); look again at
+        // once rather than after `RECLAIM_EVERY`.
+        if ids.len() >= RECLAIM_LIMIT {
+            self.next_reclaim = std::time::Instant::now();
+        }
+        // Claimed just now, so loaded without a claim each; in chunks, oldest first.
+        for chunk in ids.chunks(LOAD_CHUNK) {
+            self.load_claimed(chunk);
+        }
         for id in ids {
-            self.claimed_now = true;
-            let loaded = self.get_or_load(&id).is_some();
-            self.claimed_now = false;
-            if loaded {
+            if self.active.contains_key(&id) {
                 self.prepare_recovered(&id);
                 // Oldest first: limited workflows start their PENDING runs in this order.
                 if let Some(run) = self.active.remove(&id) {
