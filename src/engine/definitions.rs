@@ -94,6 +94,18 @@ impl Engine {
         Ok(compiled)
     }
 
+    /// A version already compiled in this process, if it belongs to `workspace_id`.
+    pub(crate) fn compiled_cached(
+        &self,
+        workspace_id: &str,
+        version_id: &str,
+    ) -> Option<Arc<Compiled>> {
+        self.inner
+            .cache
+            .get(version_id)
+            .filter(|c| c.record.workspace_id == workspace_id)
+    }
+
     pub(crate) fn compiled_record(&self, rec: DefinitionRecord) -> Result<Arc<Compiled>> {
         let file = SourceFile::new(format!("{}.yaml", rec.slug), rec.source.as_str());
         let version_id = rec.version_id.clone();

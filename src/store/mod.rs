@@ -136,6 +136,18 @@ pub trait Store: Send + Sync + 'static {
     fn run_by_key(&self, workspace_id: &str, key: &str) -> Result<Option<RunRecord>>;
     /// Every attempt of every step, ordered by step index then attempt.
     fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
+    /// Runs with their steps (each list ordered as `steps` orders it), to load many into
+    /// memory at once; ids not found are left out.
+    fn runs_with_steps(&self, ids: &[String]) -> Result<Vec<(RunRecord, Vec<StepRecord>)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(run) = self.run(id)? {
+                let steps = self.steps(id)?;
+                out.push((run, steps));
+            }
+        }
+        Ok(out)
+    }
     fn events(&self, run_id: &str) -> Result<Vec<EventRecord>>;
     fn signals(&self, run_id: &str) -> Result<Vec<SignalRecord>>;
     fn list_runs(&self, q: &RunQuery) -> Result<(Vec<RunRecord>, u64)>;

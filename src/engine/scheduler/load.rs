@@ -11,6 +11,8 @@ use crate::store::TimerKind;
 
 /// Runs taken over in one go on a shared store (the next pass takes more).
 const RECLAIM_LIMIT: usize = 1000;
+/// Runs loaded with one store call.
+const LOAD_CHUNK: usize = 500;
 
 impl Scheduler {
     /// Whether a run not in memory is held by another process (a shared store): claiming
@@ -35,6 +37,48 @@ impl Scheduler {
         self.active.get_mut(id)
     }
 
+    /// Load runs this process has claimed into memory (those already there stay as they
+    /// are): their rows in one store call, each definition version read once at most.
+    fn load_claimed(&mut self, ids: &[String]) {
+        let loaded = match self.store.runs_with_steps(ids) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot load runs {ids:?}: {e}");
+                return;
+            }
+        };
+        for (rec, steps) in loaded {
+            if self.active.contains_key(&rec.id) {
+                continue;
+            }
+            let def = match self.compiled_of(&rec.workspace_id, &rec.definition_id) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!("cannot load the definition of run {}: {e}", rec.id);
+                    continue;
+                }
+            };
+            self.active
+                .insert(rec.id.clone(), Active::load(rec, def, steps));
+        }
+    }
+
+    /// A run's definition version: compiled already in this process, or read and compiled.
+    fn compiled_of(
+        &self,
+        workspace_id: &str,
+        version_id: &str,
+    ) -> Result<std::sync::Arc<crate::engine::compiled::Compiled>, String> {
+        if let Some(c) = self.engine.compiled_cached(workspace_id, version_id) {
+            return Ok(c);
+        }
+        self.store
+            .definition(workspace_id, version_id)
+            .map_err(|e| e.to_string())
+            .and_then(|d| d.ok_or_else(|| "its definition version is missing".to_string()))
+            .and_then(|d| self.engine.compiled_record(d).map_err(|e| e.to_string()))
+    }
+
     /// Read a run this process had in memory back from its committed rows (after a
     /// refused commit): its executors are still running, so nothing is recovered.
     pub(super) fn reload(&mut self, id: &str) -> bool {
@@ -42,16 +86,10 @@ impl Scheduler {
         self.load(id)
     }
 
-    /// Claim a run (unless recovery just did) and read it into memory.
+    /// Claim a run and read it into memory; `false` when another live process holds it
+    /// (`held_elsewhere`), or it is missing or unreadable.
     fn load(&mut self, id: &str) -> bool {
-        // On a shared store the run is claimed first: another live process may run it
-        // (recovery loads runs `claim_orphans` just claimed).
-        let claimed = if self.claimed_now {
-            Ok(true)
-        } else {
-            self.store.claim_run(id)
-        };
-        match claimed {
+        match self.store.claim_run(id) {
             Ok(true) => {}
             Ok(false) => {
                 self.elsewhere = true;
@@ -62,37 +100,8 @@ impl Scheduler {
                 return false;
             }
         }
-        let rec = match self.store.run(id) {
-            Ok(Some(r)) => r,
-            Ok(None) => return false,
-            Err(e) => {
-                tracing::error!("cannot load run {id}: {e}");
-                return false;
-            }
-        };
-        let def = match self
-            .store
-            .definition(&rec.workspace_id, &rec.definition_id)
-            .map_err(|e| e.to_string())
-            .and_then(|d| d.ok_or_else(|| "its definition version is missing".to_string()))
-            .and_then(|d| self.engine.compiled_record(d).map_err(|e| e.to_string()))
-        {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!("cannot load the definition of run {id}: {e}");
-                return false;
-            }
-        };
-        let steps = match self.store.steps(id) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot load the steps of run {id}: {e}");
-                return false;
-            }
-        };
-        self.active
-            .insert(id.to_string(), Active::load(rec, def, steps));
-        true
+        self.load_claimed(&[id.to_string()]);
+        self.active.contains_key(id)
     }
 
     /// A PENDING or RUNNING run just loaded goes on here: its in-flight steps run again,
@@ -249,10 +258,22 @@ impl Scheduler {
         if !ids.is_empty() {
             tracing::info!("recovering {} unfinished runs", ids.len());
         }
-        for id in ids {
-            self.claimed_now = true;
-            self.get_or_load(&id);
-            self.claimed_now = false;
+        // A full page: more may be waiting (a backlog, a large takeover); look again at
+        // once rather than after `RECLAIM_EVERY`.
+        if ids.len() >= RECLAIM_LIMIT {
+            self.next_reclaim = std::time::Instant::now();
+        }
+        // Claimed just now, so loaded without a claim each; in chunks, oldest first. A run
+        // still in memory here (its lease had lapsed) keeps its copy and its executors.
+        let fresh: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !self.active.contains_key(id))
+            .collect();
+        for chunk in fresh.chunks(LOAD_CHUNK) {
+            self.load_claimed(chunk);
+        }
+        for id in &fresh {
+            self.take_over(id);
         }
     }
 

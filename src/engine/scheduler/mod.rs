@@ -96,7 +96,6 @@ pub(super) fn spawn(engine: Engine, rx: mpsc::UnboundedReceiver<Command>) -> sup
                 secrets,
                 limits: limits::Limits::default(),
                 elsewhere: false,
-                claimed_now: false,
                 next_reclaim: std::time::Instant::now() + RECLAIM_EVERY,
                 inbox: inbox::Inbox::default(),
             };
@@ -132,8 +131,6 @@ struct Scheduler {
     limits: limits::Limits,
     /// The last `get_or_load` found the run held by another process.
     elsewhere: bool,
-    /// Recovery is loading runs it has just claimed: `get_or_load` need not claim them.
-    claimed_now: bool,
     /// On a shared store: when to look for runs whose owner's lease expired next.
     next_reclaim: std::time::Instant,
     /// Commands forwarded to (and from) other processes sharing the store.

@@ -6,6 +6,7 @@ use futures_util::future::try_join_all;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use super::grouped;
 use super::owner::{NOW_US, Ownership};
 use super::rows::{HOOK_COLUMNS, RUN_COLUMNS, STEP_COLUMNS};
 use super::{json_text, micros, opt_json, pg_err};
@@ -31,21 +32,31 @@ async fn exec(tx: &Transaction<'_>, mode: Mode, sql: &str, args: &[Arg<'_>]) -> 
 
 /// Apply a batch inside `tx`. Every statement is prepared first; then each write's
 /// statement is sent on its future's first poll, so they leave in the batch's order
-/// (`try_join_all` polls them in order) and Postgres runs them in that order.
+/// (`try_join_all` polls them in order) and Postgres runs them in that order. The kinds
+/// `grouped` takes go last, one statement per kind (a new kind of write is applied on its
+/// own, in order, unless it is added there).
 pub(super) async fn apply_all(
     tx: &Transaction<'_>,
     writes: &[Write],
+    groups: &grouped::Groups<'_>,
     own: &Ownership,
 ) -> Result<()> {
+    let ordered: Vec<&Write> = writes.iter().filter(|w| !grouped::grouped(w)).collect();
     let mut kinds = Vec::new();
-    for w in writes {
-        let kind = std::mem::discriminant(w);
+    for w in &ordered {
+        let kind = std::mem::discriminant(*w);
         if !kinds.iter().any(|(k, _)| *k == kind) {
-            kinds.push((kind, w));
+            kinds.push((kind, *w));
         }
     }
-    try_join_all(kinds.iter().map(|(_, w)| apply(tx, Mode::Prepare, w, own))).await?;
-    try_join_all(writes.iter().map(|w| apply(tx, Mode::Execute, w, own))).await?;
+    let group_sql = groups.statements();
+    let prepare_groups = try_join_all(group_sql.iter().map(|sql| tx.prepare_cached(sql)));
+    let prepare_ordered = try_join_all(kinds.iter().map(|(_, w)| apply(tx, Mode::Prepare, w, own)));
+    let (prepared, ordered_prepared) = futures_util::join!(prepare_groups, prepare_ordered);
+    prepared.map_err(pg_err)?;
+    ordered_prepared?;
+    let ordered = try_join_all(ordered.iter().map(|w| apply(tx, Mode::Execute, w, own)));
+    futures_util::try_join!(ordered, groups.apply(tx, own))?;
     Ok(())
 }
 

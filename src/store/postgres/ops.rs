@@ -8,7 +8,7 @@ use super::rows::{
     self, ALERT_COLUMNS, API_KEY_COLUMNS, BUFFERED_COLUMNS, DEFINITION_COLUMNS, HOOK_COLUMNS,
     RUN_COLUMNS, STEP_COLUMNS,
 };
-use super::{PgStore, apply, json_text, limit, micros, pg_err, schema, ts};
+use super::{PgStore, apply, grouped, json_text, limit, micros, pg_err, schema, ts};
 use crate::metrics::StoredGauges;
 use crate::model::{DEFINITION_PREFIX, RunStatus, new_id};
 use crate::store::{
@@ -23,13 +23,21 @@ impl Store for PgStore {
         if writes.is_empty() {
             return Ok(());
         }
+        let mut held = self.held(writes)?;
         let mut client = self.client()?;
-        self.block(async {
+        let done = self.block(async {
             let tx = client.transaction().await.map_err(pg_err)?;
-            self.fence(&tx, writes).await?;
-            apply::apply_all(&tx, writes, &self.own).await?;
+            let groups = grouped::Groups::of(writes, &mut held);
+            self.fence(&tx, held.into_iter().collect()).await?;
+            apply::apply_all(&tx, writes, &groups, &self.own).await?;
             tx.commit().await.map_err(pg_err)
-        })?;
+        });
+        if let Err(StoreError::Fenced(lost)) = &done {
+            for id in lost {
+                self.own.forget(id);
+            }
+        }
+        done?;
         self.note_created(writes);
         self.notify_inbox(writes);
         Ok(())
@@ -223,6 +231,10 @@ impl Store for PgStore {
             &[&run_id],
             rows::step,
         )
+    }
+
+    fn runs_with_steps(&self, ids: &[String]) -> Result<Vec<(RunRecord, Vec<StepRecord>)>> {
+        self.load_runs(ids)
     }
 
     fn events(&self, run_id: &str) -> Result<Vec<EventRecord>> {

@@ -3,8 +3,9 @@
 //! A run row carries `owner`, `lease_until` and `epoch`. A process claims a run (bumping
 //! the epoch) before loading it: when it creates it, when a command or timer needs it, and
 //! when it takes over a run whose owner's lease expired. The store remembers the epoch of
-//! every run its process holds; a commit first checks, in one statement, that each run it
-//! touches still has that epoch (and renews their leases): a run taken over meanwhile
+//! every run its process holds; a commit checks, inside its transaction, that each run it
+//! touches still has that epoch (and renews their leases): the batch's run updates check
+//! their own runs (`grouped`), one statement checks the rest. A run taken over meanwhile
 //! makes the whole batch fail with `StoreError::Fenced` and nothing is written. One
 //! heartbeat statement per process renews all its leases. Times are the database's clock,
 //! so processes on machines whose clocks differ agree on expiry.
@@ -110,9 +111,9 @@ fn run_of(w: &Write) -> Option<&str> {
 }
 
 impl PgStore {
-    /// Check the epochs of the runs a batch touches (runs it creates aside) and renew their
-    /// leases, inside the batch's transaction.
-    pub(super) async fn fence(&self, tx: &Transaction<'_>, writes: &[Write]) -> Result<()> {
+    /// The epochs this process holds for the runs a batch touches (runs it creates aside);
+    /// `Fenced` when it touches a run it never claimed.
+    pub(super) fn held(&self, writes: &[Write]) -> Result<HashMap<String, i64>> {
         let created: HashSet<&str> = writes
             .iter()
             .filter_map(|w| match w {
@@ -120,30 +121,36 @@ impl PgStore {
                 _ => None,
             })
             .collect();
-        let mut ids: Vec<String> = Vec::new();
-        let mut epochs: Vec<i64> = Vec::new();
+        let mut held = HashMap::new();
         let mut unknown: Vec<String> = Vec::new();
-        let mut seen = HashSet::new();
         for id in writes.iter().filter_map(run_of) {
-            if created.contains(id) || !seen.insert(id) {
+            if created.contains(id) || held.contains_key(id) {
                 continue;
             }
             match self.own.epoch(id) {
                 Some(e) => {
-                    ids.push(id.to_string());
-                    epochs.push(e);
+                    held.insert(id.to_string(), e);
                 }
                 // Never claimed here: writing it could overwrite another process's run.
-                None => unknown.push(id.to_string()),
+                None if !unknown.iter().any(|u| u == id) => unknown.push(id.to_string()),
+                None => {}
             }
         }
         if !unknown.is_empty() {
             tracing::warn!("a batch wrote runs this process never claimed: {unknown:?}");
             return Err(StoreError::Fenced(unknown));
         }
-        if ids.is_empty() {
+        Ok(held)
+    }
+
+    /// Check the epochs of runs a batch touches and renew their leases, inside the
+    /// batch's transaction (runs whose update the batch carries are checked by that
+    /// update instead, `grouped`). The runs that lost their epoch are `Fenced`.
+    pub(super) async fn fence(&self, tx: &Transaction<'_>, held: Vec<(String, i64)>) -> Result<()> {
+        if held.is_empty() {
             return Ok(());
         }
+        let (ids, epochs): (Vec<String>, Vec<i64>) = held.into_iter().unzip();
         let stmt = tx
             .prepare_cached(&format!(
                 "UPDATE runs r SET owner = $1, lease_until = {NOW_US} + $2 \
@@ -163,9 +170,6 @@ impl PgStore {
         if lost.is_empty() {
             Ok(())
         } else {
-            for id in &lost {
-                self.own.forget(id);
-            }
             Err(StoreError::Fenced(lost))
         }
     }
