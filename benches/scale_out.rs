@@ -7,6 +7,9 @@
 //! - signal → next step: runs started by process A wait at an `external_event`; each signal
 //!   goes to process B, which claims the run, records it and runs the next step; p50/p90/p99
 //!   until the run reads COMPLETED.
+//! - a command through the inbox: runs started by process A are RUNNING there (an http
+//!   call that never answers) while their approval waits; each approval goes to process B,
+//!   which records it in the inbox and waits for A's answer; p50/p90/p99 of the request.
 //!
 //! The processes are the release binary `cargo bench` builds beside the bench
 //! (`CARGO_BIN_EXE_stepwise`; `STEPWISE_BIN` overrides it). `STEPWISE_BENCH_RUNS` sets N
@@ -437,6 +440,78 @@ fn signal_latency(base: &str, n: usize) {
     store.drop_schema().expect("drop schema");
 }
 
+fn inbox_latency(base: &str, n: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, store) = schema(base, "inbox");
+    let busy = format!(
+        "id: busy\nsteps:\n  - id: review\n    type: approval\n    message: Ship it?\n    options: [approve, reject]\n    needs: []\n  - id: call\n    type: action\n    uses: http\n    with: {{method: POST, url: \"http://127.0.0.1:{}/x\", json: {{}}}}\n    needs: []\n",
+        black_hole()
+    );
+    store
+        .put_definition(
+            DEFAULT_WORKSPACE,
+            "busy",
+            None,
+            &busy,
+            jiff::Timestamp::now(),
+        )
+        .expect("definition");
+    let (pa, pb) = (free_port(), free_port());
+    let (_a, _b) = (
+        serve(&url, pa, None, dir.path()),
+        serve(&url, pb, None, dir.path()),
+    );
+    wait_ready(pa);
+    wait_ready(pb);
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let body = json!({"definitionId": "busy", "input": {}});
+        let (status, out) =
+            http(pa, "POST", "/v1/workflow-runs", Some(&body.to_string())).expect("create at A");
+        assert!(status < 300, "create: {status} {out}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        ids.push(v["data"]["id"].as_str().expect("run id").to_string());
+    }
+    let t = Instant::now();
+    for id in &ids {
+        while !store
+            .steps(id)
+            .expect("read")
+            .iter()
+            .any(|s| s.step_id == "review" && s.status == stepwise::model::StepStatus::Waiting)
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "approvals did not wait"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let body = json!({"input": {"resume": {"step": "review", "input": "approve"}}}).to_string();
+    let mut lat = Vec::with_capacity(n);
+    for id in &ids {
+        let t0 = Instant::now();
+        let (status, out) = http(
+            pb,
+            "POST",
+            &format!("/v1/workflow-runs/{id}/resume"),
+            Some(&body),
+        )
+        .expect("approve at B");
+        assert_eq!(status, 200, "approve: {out}");
+        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "approval at a process that does not execute the run (through the inbox), {n} runs: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
+        pct(&lat, 0.5),
+        pct(&lat, 0.9),
+        pct(&lat, 0.99)
+    );
+    drop((_a, _b));
+    store.drop_schema().expect("drop schema");
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects parts by name.
     let filter: Vec<String> = std::env::args()
@@ -466,5 +541,8 @@ fn main() {
     }
     if on("signal") {
         signal_latency(&base, env_usize("STEPWISE_BENCH_SIGNALS", 200));
+    }
+    if on("inbox") {
+        inbox_latency(&base, env_usize("STEPWISE_BENCH_SIGNALS", 200));
     }
 }
