@@ -27,6 +27,40 @@ mod wait;
 
 const STEPS: usize = 5;
 
+/// An engine on the schema at `url`, as another process would be; its lease is long, so
+/// only a stop hands its runs over.
+fn engine(url: &str) -> stepwise::engine::Engine {
+    let mut opts = stepwise::store::PgOptions::new(url);
+    opts.lease = Duration::from_secs(300);
+    opts.pool_size = 4;
+    stepwise::engine::Engine::start(
+        std::sync::Arc::new(PgStore::open(&opts).unwrap()),
+        std::sync::Arc::new(stepwise::clock::SystemClock),
+        stepwise::engine::EngineConfig::default(),
+    )
+    .unwrap()
+}
+
+/// Apply `yaml` (its id is `slug`) at `engine` and start a run of it there.
+async fn start(engine: &stepwise::engine::Engine, slug: &str, yaml: &str) -> RunRecord {
+    engine
+        .apply_definition(DEFAULT_WORKSPACE, &format!("{slug}.yaml"), yaml)
+        .await
+        .unwrap()
+        .unwrap();
+    let (run, _) = engine
+        .create_run(stepwise::engine::CreateRun {
+            workspace_id: DEFAULT_WORKSPACE.into(),
+            definition: slug.into(),
+            input: json!({}),
+            idempotency_key: None,
+            trigger: json!({"kind": "api"}),
+        })
+        .await
+        .unwrap();
+    run
+}
+
 /// http, transform, http, transform, http: the http steps hit the counting server.
 fn definition(server: &TestServer) -> String {
     let mut s = String::from("id: scaled\nsteps:\n");
@@ -308,7 +342,7 @@ async fn a_run_held_elsewhere_is_unknown_to_other_workspaces() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_graceful_stop_lets_other_processes_take_its_runs_at_once() {
     use std::sync::Arc;
-    use stepwise::engine::{CreateRun, Engine, EngineConfig};
+    use stepwise::engine::{Engine, EngineConfig};
     use stepwise::store::PgOptions;
 
     if !test_backends::postgres_enabled() {
@@ -328,21 +362,7 @@ async fn a_graceful_stop_lets_other_processes_take_its_runs_at_once() {
         EngineConfig::default(),
     )
     .unwrap();
-    engine
-        .apply_definition(DEFAULT_WORKSPACE, "scaled.yaml", &definition(&server))
-        .await
-        .unwrap()
-        .unwrap();
-    let (run, _) = engine
-        .create_run(CreateRun {
-            workspace_id: DEFAULT_WORKSPACE.into(),
-            definition: "scaled".into(),
-            input: json!({}),
-            idempotency_key: None,
-            trigger: json!({"kind": "api"}),
-        })
-        .await
-        .unwrap();
+    let run = start(&engine, "scaled", &definition(&server)).await;
     // Its first step is in flight (the counting server holds it for 100 ms).
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.seen().is_empty() && Instant::now() < deadline {

@@ -2,28 +2,16 @@
 //! takeover pass finds it (the process that claims it must recover it as a takeover
 //! would), and a command refused on a waiting run must not leave the run held.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stepwise::engine::{CreateRun, Engine, EngineConfig, EngineError, Resume};
+use stepwise::engine::{EngineError, Resume};
 use stepwise::model::{EventKind, RunStatus};
 use stepwise::store::test_backends::{self, Schemas};
-use stepwise::store::{DEFAULT_WORKSPACE, PgOptions, PgStore, Store};
+use stepwise::store::{DEFAULT_WORKSPACE, Store};
 
-use super::database;
+use super::{database, engine, start};
 use crate::server::TestServer;
-
-fn engine(url: &str) -> Engine {
-    let mut opts = PgOptions::new(url);
-    opts.lease = Duration::from_secs(300);
-    Engine::start(
-        Arc::new(PgStore::open(&opts).unwrap()),
-        Arc::new(stepwise::clock::SystemClock),
-        EngineConfig::default(),
-    )
-    .unwrap()
-}
 
 /// A graceful stop lets go of a run whose first step is in flight (after kill -9 its lease
 /// runs out the same way, between two takeover passes). A refused approval at another
@@ -42,20 +30,7 @@ async fn a_command_that_claims_a_stopped_processs_run_recovers_its_steps() {
         server.url("/hold-first")
     );
     let a = engine(&url);
-    a.apply_definition(DEFAULT_WORKSPACE, "claimed.yaml", &def)
-        .await
-        .unwrap()
-        .unwrap();
-    let (run, _) = a
-        .create_run(CreateRun {
-            workspace_id: DEFAULT_WORKSPACE.into(),
-            definition: "claimed".into(),
-            input: json!({}),
-            idempotency_key: None,
-            trigger: json!({"kind": "api"}),
-        })
-        .await
-        .unwrap();
+    let run = start(&a, "claimed", &def).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.seen().is_empty() {
         assert!(Instant::now() < deadline, "the step never started");
@@ -135,20 +110,7 @@ async fn a_refused_command_lets_go_of_the_waiting_run_it_claimed() {
     let (url, store) = database("refused");
     let (a, b) = (engine(&url), engine(&url));
     let def = "id: refused\nsteps:\n  - id: review\n    type: approval\n    message: Go on?\n    options: [approve, reject]\n";
-    a.apply_definition(DEFAULT_WORKSPACE, "refused.yaml", def)
-        .await
-        .unwrap()
-        .unwrap();
-    let (run, _) = a
-        .create_run(CreateRun {
-            workspace_id: DEFAULT_WORKSPACE.into(),
-            definition: "refused".into(),
-            input: json!({}),
-            idempotency_key: None,
-            trigger: json!({"kind": "api"}),
-        })
-        .await
-        .unwrap();
+    let run = start(&a, "refused", def).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.run(&run.id).unwrap().unwrap().status != RunStatus::Paused {
         assert!(Instant::now() < deadline, "the run never paused");

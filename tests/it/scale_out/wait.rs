@@ -1,25 +1,15 @@
 //! Waiting for a run (`?wait=`, MCP calls, seed 003's agents endpoint) at a process that
 //! does not execute it: its updates are broadcast in the process that does.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stepwise::engine::{CreateRun, Engine, EngineConfig, Resume};
+use stepwise::engine::Resume;
 use stepwise::model::RunStatus;
 use stepwise::store::test_backends::{self, Schemas};
-use stepwise::store::{DEFAULT_WORKSPACE, PgOptions, PgStore, Store};
+use stepwise::store::{DEFAULT_WORKSPACE, Store};
 
-use super::database;
-
-fn engine(url: &str) -> Engine {
-    Engine::start(
-        Arc::new(PgStore::open(&PgOptions::new(url)).unwrap()),
-        Arc::new(stepwise::clock::SystemClock),
-        EngineConfig::default(),
-    )
-    .unwrap()
-}
+use super::{database, engine, start};
 
 /// Process B waits for a run that process A resumes and completes: B answers when the run
 /// completes, not when its wait runs out.
@@ -32,20 +22,7 @@ async fn a_wait_at_another_process_ends_when_the_run_does() {
     let (url, _store) = database("wait");
     let (a, b) = (engine(&url), engine(&url));
     let def = "id: approved\nsteps:\n  - id: review\n    type: approval\n    message: Go on?\n    options: [approve, reject]\n";
-    a.apply_definition(DEFAULT_WORKSPACE, "approved.yaml", def)
-        .await
-        .unwrap()
-        .unwrap();
-    let (run, _) = a
-        .create_run(CreateRun {
-            workspace_id: DEFAULT_WORKSPACE.into(),
-            definition: "approved".into(),
-            input: json!({}),
-            idempotency_key: None,
-            trigger: json!({"kind": "api"}),
-        })
-        .await
-        .unwrap();
+    let run = start(&a, "approved", def).await;
     let paused = a
         .wait_for(DEFAULT_WORKSPACE, &run.id, Duration::from_secs(10), |s| {
             s == RunStatus::Paused
@@ -92,22 +69,11 @@ async fn a_child_completed_at_another_process_finishes_its_parents_step() {
     let (a, b) = (engine(&url), engine(&url));
     let child = "id: kid\nsteps:\n  - id: review\n    type: approval\n    message: Go on?\n    options: [approve, reject]\n";
     let parent = "id: parent\nsteps:\n  - id: kid\n    type: action\n    uses: workflow\n    with: {definition: kid}\n";
-    for (file, def) in [("kid.yaml", child), ("parent.yaml", parent)] {
-        a.apply_definition(DEFAULT_WORKSPACE, file, def)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    let (run, _) = a
-        .create_run(CreateRun {
-            workspace_id: DEFAULT_WORKSPACE.into(),
-            definition: "parent".into(),
-            input: json!({}),
-            idempotency_key: None,
-            trigger: json!({"kind": "api"}),
-        })
+    a.apply_definition(DEFAULT_WORKSPACE, "kid.yaml", child)
         .await
+        .unwrap()
         .unwrap();
+    let run = start(&a, "parent", parent).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let kid = loop {
         let kids = store.child_runs(&run.id).unwrap();
