@@ -212,7 +212,7 @@ impl Scheduler {
     }
 
     /// Keep the transcript in the step's record (and its attempt's usage), in this batch.
-    fn save(&mut self, run: &mut Active, i: usize, t: &Transcript) {
+    pub(super) fn save(&mut self, run: &mut Active, i: usize, t: &Transcript) {
         let attempt = run.slots[i].attempt;
         if let Some(rec) = run.slots[i].record.as_mut() {
             rec.meta = Some(t.to_meta());
@@ -225,7 +225,7 @@ impl Scheduler {
 
     /// Do what the transcript calls for: start the tools it is waiting for, call the model,
     /// or finish with the answer.
-    fn agent_next(&mut self, run: &mut Active, i: usize, mut t: Transcript) {
+    pub(super) fn agent_next(&mut self, run: &mut Active, i: usize, mut t: Transcript) {
         let Some(a) = step_of(run, i) else { return };
         match t.next() {
             Next::Call => self.call_model(run, i, &a, &t, Vec::new()),
@@ -332,88 +332,6 @@ impl Scheduler {
         }
     }
 
-    /// Queue file tool call `k` of turn `turn`; it runs once this batch commits, unless a
-    /// file call of this step is already on its way (its result starts the next one).
-    fn start_file_call(
-        &mut self,
-        run: &Active,
-        i: usize,
-        t: &Transcript,
-        turn: usize,
-        k: usize,
-        op: FileOp,
-    ) {
-        let busy = run.tasks.contains_key(&i)
-            || self
-                .batch
-                .starts
-                .iter()
-                .any(|s| s.run_id == run.rec.id && s.step == i);
-        if busy {
-            return;
-        }
-        // `resolve_tools` offers file tools only with a root.
-        let Some(root) = self.engine.config().workspaces.root.clone() else {
-            return;
-        };
-        let args = t.turns[turn].calls[k].arguments.clone();
-        let run_id = run.rec.id.clone();
-        self.batch.starts.push(Start {
-            run_id: run_id.clone(),
-            step: i,
-            attempt: run.slots[i].attempt,
-            fut: Box::pin(async move {
-                let result = tokio::task::spawn_blocking(move || {
-                    crate::workspace::ensure(&root, &run_id)
-                        .map(|ws| agent::files::run(&ws, op, &args))
-                        .map_err(|e| {
-                            let at = root.display();
-                            StepError::new(
-                                "workspace",
-                                format!("cannot create the run's workspace in {at}: {e}"),
-                            )
-                        })
-                })
-                .await
-                .map_err(|e| StepError::new("workspace", e.to_string()))??;
-                Ok(Produced::ToolResult {
-                    turn,
-                    call: k,
-                    result,
-                })
-            }),
-        });
-        self.batch.touched.insert(run.rec.id.clone());
-    }
-
-    /// A file tool call finished: record its result and go on (the next file call, the
-    /// next model call once the turn has every result).
-    pub(super) fn agent_file_done(
-        &mut self,
-        run: &mut Active,
-        i: usize,
-        turn: usize,
-        k: usize,
-        result: ToolResult,
-    ) {
-        let Some(mut t) = transcript_of(run, i) else {
-            return;
-        };
-        let open = t
-            .turns
-            .get(turn)
-            .and_then(|x| x.calls.get(k))
-            .is_some_and(|c| c.result.is_none());
-        // Recorded already (a result applied again after a failed commit): the loop went
-        // on from there.
-        if !open {
-            return;
-        }
-        self.tool_finished(run, i, &mut t, turn, k, result);
-        self.save(run, i, &t);
-        self.agent_next(run, i, t);
-    }
-
     /// A started tool run's result, if it has ended.
     fn tool_run_result(&mut self, child_id: &str) -> Option<ToolResult> {
         if let Some(c) = self.active.get(child_id) {
@@ -430,7 +348,7 @@ impl Scheduler {
         }
     }
 
-    fn tool_finished(
+    pub(super) fn tool_finished(
         &mut self,
         run: &Active,
         i: usize,

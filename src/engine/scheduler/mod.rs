@@ -16,6 +16,7 @@
 //! committed), `alerts` (failure alert rows and their attempts' results).
 
 mod agent;
+mod agent_files;
 mod alerts;
 mod batch;
 mod children;
