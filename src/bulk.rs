@@ -113,11 +113,30 @@ pub struct Operation {
     #[schema(value_type = Option<Vec<String>>, required = true)]
     pub cursor: Option<(Timestamp, String)>,
     #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "millis")]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "millis")]
     pub updated_at: Timestamp,
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    #[serde(serialize_with = "millis_opt")]
     pub finished_at: Option<Timestamp>,
+}
+
+/// Times people read are written like a run's (`…T12:00:00.000Z`); `until` and `cursor`
+/// keep microseconds, since they bound which runs are selected.
+fn millis<S: serde::Serializer>(t: &Timestamp, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(&t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+}
+
+fn millis_opt<S: serde::Serializer>(
+    t: &Option<Timestamp>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => millis(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// The statuses an action applies to; a filter status outside them is refused.

@@ -111,6 +111,13 @@ async fn bulk_retry_of_200_failed_runs() {
         (Some(200), Some(200), Some(200), Some(0)),
         "{op}"
     );
+    // Its times read like a run's: milliseconds, as the seeds write them.
+    for field in ["createdAt", "updatedAt", "finishedAt"] {
+        let t = op[field].as_str().unwrap_or_default();
+        let fraction = t.split('.').nth(1).unwrap_or_default();
+        assert_eq!(fraction.len(), 4, "{field}: {t}");
+        assert!(fraction.ends_with('Z'), "{field}: {t}");
+    }
     api.env.engine.until_idle().await.unwrap();
     assert_eq!(
         total(&api, "status=COMPLETED&definitionId=flaky").await,
