@@ -10,6 +10,7 @@
 //! Like `sqlite/`, this module is the only place that knows its SQL.
 
 mod apply;
+mod definitions;
 mod grouped;
 mod inbox;
 mod ops;

@@ -2,7 +2,6 @@
 
 use jiff::Timestamp;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::rows::{
     self, ALERT_COLUMNS, API_KEY_COLUMNS, BUFFERED_COLUMNS, DEFINITION_COLUMNS, HOOK_COLUMNS,
@@ -10,7 +9,7 @@ use super::rows::{
 };
 use super::{PgStore, apply, grouped, json_text, limit, micros, pg_err, schema, ts};
 use crate::metrics::StoredGauges;
-use crate::model::{DEFINITION_PREFIX, RunStatus, new_id};
+use crate::model::{DEFINITION_PREFIX, RunStatus};
 use crate::store::{
     AlertRecord, ApiKeyInfo, ApiKeyRecord, BufferedSignal, BulkRecord, DefinitionRecord,
     EventRecord, HistoryFilter, HistoryPage, HookRecord, Result, RunQuery, RunRecord, RunSelection,
@@ -108,63 +107,7 @@ impl Store for PgStore {
         source: &str,
         now: Timestamp,
     ) -> Result<(DefinitionRecord, bool)> {
-        let hash = format!("{:x}", Sha256::digest(source.as_bytes()));
-        let mut client = self.client()?;
-        self.block(async {
-            let tx = client.transaction().await.map_err(pg_err)?;
-            // Two processes applying versions of one slug at once take turns.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))",
-                &[&workspace_id, &slug],
-            )
-            .await
-            .map_err(pg_err)?;
-            let latest = tx
-                .query_opt(
-                    &format!(
-                        "SELECT {DEFINITION_COLUMNS} FROM definitions WHERE workspace_id = $1 AND slug = $2 \
-                         ORDER BY version DESC LIMIT 1"
-                    ),
-                    &[&workspace_id, &slug],
-                )
-                .await
-                .map_err(pg_err)?
-                .as_ref()
-                .map(rows::definition)
-                .transpose()?;
-            if let Some(latest) = &latest
-                && latest.hash == hash
-            {
-                return Ok((latest.clone(), false));
-            }
-            let rec = DefinitionRecord {
-                version_id: new_id(DEFINITION_PREFIX),
-                workspace_id: workspace_id.to_string(),
-                slug: slug.to_string(),
-                version: latest.map_or(1, |l| l.version + 1),
-                label: label.map(str::to_string),
-                hash: hash.clone(),
-                source: source.to_string(),
-                created_at: ts(micros(now)),
-            };
-            tx.execute(
-                &format!("INSERT INTO definitions ({DEFINITION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
-                &[
-                    &rec.version_id,
-                    &rec.workspace_id,
-                    &rec.slug,
-                    &rec.version,
-                    &rec.label,
-                    &rec.hash,
-                    &rec.source,
-                    &micros(rec.created_at),
-                ],
-            )
-            .await
-            .map_err(pg_err)?;
-            tx.commit().await.map_err(pg_err)?;
-            Ok((rec, true))
-        })
+        self.store_definition(workspace_id, slug, label, source, now)
     }
 
     fn definition(&self, workspace_id: &str, id: &str) -> Result<Option<DefinitionRecord>> {
